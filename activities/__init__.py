@@ -1,0 +1,1 @@
+"""Temporal activities: every file read, provider call and Redis write."""

@@ -1,0 +1,75 @@
+"""Writes checkpoints to the Redis mirror: atomic and never moving ``latest`` backwards."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from redis.asyncio import Redis
+from temporalio import activity
+
+from longtask.checkpoints import (
+    CHECKPOINT_LIST_LENGTH,
+    CHECKPOINT_TTL_SECONDS,
+    PROGRESS_TTL_SECONDS,
+    Checkpoint,
+    ProgressSnapshot,
+    checkpoint_key,
+    checkpoint_list_key,
+    epoch_ms_of,
+    latest_key,
+    progress_key,
+)
+
+# One script, so a reader never sees `latest` naming a checkpoint not yet written, and a slow
+# or retried writer holding an older checkpoint changes nothing. `latest` expires with the
+# checkpoint it names, so it never points at an expired one.
+_WRITE_CHECKPOINT = """
+local latest = redis.call('GET', KEYS[2])
+if latest then
+  local stamp = tonumber(string.match(latest, '_(%d+)$'))
+  if stamp and stamp >= tonumber(ARGV[2]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[5])
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[5])
+redis.call('LPUSH', KEYS[3], ARGV[1])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[7]) - 1)
+redis.call('SET', KEYS[4], ARGV[4], 'EX', ARGV[6])
+return 1
+"""
+
+
+class MirrorWrite(BaseModel):
+    checkpoint: Checkpoint
+    snapshot: ProgressSnapshot
+
+
+async def write_checkpoint_to(redis: Redis, write: MirrorWrite) -> bool:
+    """Store one checkpoint and the progress snapshot; False when a newer one is already there."""
+    checkpoint = write.checkpoint
+    task_id = checkpoint.task_id
+    written = await redis.eval(
+        _WRITE_CHECKPOINT,
+        4,
+        checkpoint_key(checkpoint.id),
+        latest_key(task_id),
+        checkpoint_list_key(task_id),
+        progress_key(task_id),
+        checkpoint.id,
+        str(epoch_ms_of(checkpoint.id)),
+        checkpoint.to_json(),
+        write.snapshot.model_dump_json(),
+        str(CHECKPOINT_TTL_SECONDS),
+        str(PROGRESS_TTL_SECONDS),
+        str(CHECKPOINT_LIST_LENGTH),
+    )
+    return bool(written)
+
+
+class MirrorActivities:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    @activity.defn(name="write_checkpoint")
+    async def write_checkpoint(self, write: MirrorWrite) -> bool:
+        return await write_checkpoint_to(self._redis, write)

@@ -1,0 +1,1 @@
+"""Shared models, policies and settings of the long task manager."""

@@ -1,0 +1,112 @@
+"""Inputs and outputs that cross Temporal: workflow input and result, step requests and results."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from longtask.cost import TokenUsage
+from longtask.policies import StepKind, TimeoutPolicy
+from longtask.progress import ProgressNode, ProgressRecord
+from longtask.states import TaskState, Transition
+
+
+class ModelRoute(BaseModel):
+    """Which model serves each step kind (SPEC section 7); names only, never credentials."""
+
+    embedding: str
+    intermediate: str
+    reasoning: str
+    final: str
+
+    def for_step(self, kind: StepKind) -> str:
+        return {
+            StepKind.EMBED: self.embedding,
+            StepKind.SUMMARIZE: self.intermediate,
+            StepKind.REASON: self.reasoning,
+            StepKind.REPORT: self.final,
+        }[kind]
+
+
+class TaskInput(BaseModel):
+    task_id: str
+    paths: list[str] = Field(min_length=1)
+    models: ModelRoute
+    policy: TimeoutPolicy = Field(default_factory=TimeoutPolicy)
+    heartbeat_timeout_seconds: float = 2.0
+    document_concurrency: int = 4
+    call_concurrency: int = 8
+    deadline_seconds: float = 24 * 3600
+
+
+class DocumentRef(BaseModel):
+    """A document found on disk. Steps re-read the file and check its digest, so page text
+    stays out of the workflow history."""
+
+    index: int
+    path: str
+    name: str
+    sha256: str
+    pages: int
+    chunks: int
+
+
+class LoadRequest(BaseModel):
+    paths: list[str]
+
+
+class StepRequest(BaseModel):
+    task_id: str
+    document: DocumentRef
+    model: str
+    policy: TimeoutPolicy
+    call_concurrency: int = 8
+    summaries: list[str] = Field(default_factory=list)
+    key_passages: list[str] = Field(default_factory=list)
+    analysis: str = ""
+
+
+class StepResult(BaseModel):
+    kind: StepKind
+    document: int
+    outputs: list[str]
+    usage: TokenUsage
+    attempts: int = 1
+
+
+class ProgressEvent(BaseModel):
+    """Sent by a running step to its task workflow: how far it got, on which attempt."""
+
+    document: int
+    kind: StepKind
+    done: int
+    total: int
+    done_items: list[int] = Field(default_factory=list)
+    attempt: int = 1
+    retrying: bool = False
+
+
+class DocumentReport(BaseModel):
+    name: str
+    state: TaskState
+    report: str = ""
+    error: str = ""
+
+
+class TaskStatus(BaseModel):
+    """What the task's query answers: the SPEC record plus state, log and the nested tree."""
+
+    record: ProgressRecord
+    state: TaskState
+    transitions: list[Transition]
+    tree: ProgressNode
+    usage: TokenUsage
+    cost_so_far: float
+    retrying_steps: list[str] = Field(default_factory=list)
+
+
+class TaskResult(BaseModel):
+    task_id: str
+    state: TaskState
+    documents: list[DocumentReport]
+    usage: TokenUsage
+    cost_so_far: float

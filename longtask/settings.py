@@ -1,0 +1,113 @@
+"""Settings read from the environment (prefix ``LTM_``); a bad value fails at start-up by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "LTM_"
+
+
+class SettingsError(Exception):
+    """Raised when an environment variable holds a value the product cannot use."""
+
+
+def _host_port(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{what} must look like HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+class Settings(BaseSettings):
+    """Everything a worker, the starter or the embedded stack needs; defaults are the local stack.
+
+    The API key is a ``SecretStr`` so it never shows in a repr, a log line or a workflow input:
+    workers read it from their own environment and no other process ever needs it.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = Field("default", min_length=1)
+    temporal_ui_port: int = Field(8233, ge=1, le=65535)
+    task_queue: str = Field("long-tasks", min_length=1)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    llm_base_url: str = "http://127.0.0.1:8000/v1"
+    # The local LLM server accepts any key; a real provider's key comes from the environment only.
+    llm_api_key: SecretStr = SecretStr("local-llm-server-needs-no-key")
+
+    model_embedding: str = Field("deepseek-v3.2", min_length=1)
+    model_intermediate: str = Field("deepseek-v3.2", min_length=1)
+    model_reasoning: str = Field("gemini-2.5-flash", min_length=1)
+    model_final: str = Field("gpt-4.1", min_length=1)
+
+    # Detects a dead worker or a stuck event loop; recovery after SIGKILL takes about this long
+    # plus the retry wait. Shorter means faster recovery and more heartbeat traffic.
+    heartbeat_timeout_seconds: float = Field(2.0, gt=0.1, le=120)
+    # How often a running step tells its workflow how far it got (each signal is history).
+    progress_signal_seconds: float = Field(1.0, gt=0, le=60)
+    # Documents of one task processed at once, and LLM calls in flight inside one step.
+    document_concurrency: int = Field(4, ge=1, le=256)
+    call_concurrency: int = Field(8, ge=1, le=256)
+    # Overall deadline of a task; past it the task ends timed out with its checkpoints intact.
+    task_deadline_seconds: float = Field(24 * 3600, gt=0)
+
+    state_dir: Path = Path(".state")
+    llm_server_latency_ms: int = Field(0, ge=0, le=60_000)
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _check_temporal_address(cls, value: str) -> str:
+        _host_port(value, "the Temporal address")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError(f"must start with redis://, rediss:// or unix://, got {value!r}")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError(f"has no host: {value!r}")
+        return value
+
+    @field_validator("llm_base_url")
+    @classmethod
+    def _check_llm_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(
+                f"must be an http(s) URL such as http://127.0.0.1:8000/v1, got {value!r}"
+            )
+        return value.rstrip("/")
+
+    @property
+    def temporal_host_port(self) -> tuple[str, int]:
+        return _host_port(self.temporal_address, "the Temporal address")
+
+    @property
+    def redis_host_port(self) -> tuple[str, int]:
+        parts = urlsplit(self.redis_url)
+        return parts.hostname or "127.0.0.1", parts.port or 6379
+
+    @property
+    def llm_host_port(self) -> tuple[str, int]:
+        parts = urlsplit(self.llm_base_url)
+        default = 443 if parts.scheme == "https" else 80
+        return parts.hostname or "127.0.0.1", parts.port or default
+
+
+def load_settings() -> Settings:
+    """Read the settings, turning a validation error into one line per bad variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            field = str(problem["loc"][0]) if problem["loc"] else "?"
+            lines.append(f"{ENV_PREFIX}{field.upper()}: {problem['msg']}")
+        raise SettingsError("invalid setting:\n  " + "\n  ".join(lines)) from None

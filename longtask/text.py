@@ -1,0 +1,56 @@
+"""Splitting text into pages and chunks: pure functions, the same on every worker."""
+
+from __future__ import annotations
+
+# Plain text has no pages: a form feed marks one where the author put it, otherwise a page is
+# about what a printed page holds, cut at a paragraph boundary.
+PAGE_CHARS = 3000
+CHUNK_CHARS = 800
+
+
+def _pack(pieces: list[str], limit: int, joiner: str) -> list[str]:
+    """Greedily join pieces up to ``limit`` characters; a piece longer than that is cut."""
+    packed: list[str] = []
+    current = ""
+    for piece in pieces:
+        while len(piece) > limit:
+            if current:
+                packed.append(current)
+                current = ""
+            packed.append(piece[:limit])
+            piece = piece[limit:]
+        candidate = f"{current}{joiner}{piece}" if current else piece
+        if len(candidate) > limit and current:
+            packed.append(current)
+            current = piece
+        else:
+            current = candidate
+    if current:
+        packed.append(current)
+    return packed
+
+
+def split_pages(text: str, page_chars: int = PAGE_CHARS) -> list[str]:
+    """Pages of a text document; never empty strings."""
+    pages: list[str] = []
+    for sheet in text.split("\f"):
+        paragraphs = [p.strip() for p in sheet.split("\n\n") if p.strip()]
+        pages.extend(_pack(paragraphs, page_chars, "\n\n"))
+    return pages
+
+
+def split_chunks(page: str, chunk_chars: int = CHUNK_CHARS) -> list[str]:
+    """Chunks of one page for embedding, cut between words where possible."""
+    return _pack(page.split(), chunk_chars, " ")
+
+
+def chunks_of(pages: list[str], chunk_chars: int = CHUNK_CHARS) -> list[str]:
+    return [chunk for page in pages for chunk in split_chunks(page, chunk_chars)]
+
+
+# Chunks sent in one embedding request.
+EMBED_BATCH = 32
+
+
+def embed_batches(chunk_count: int) -> int:
+    return -(-chunk_count // EMBED_BATCH)

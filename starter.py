@@ -1,0 +1,175 @@
+"""Command line client of the long task manager.
+
+python starter.py run PATH...        start a task, show live progress, print the reports
+python starter.py start PATH...      start a task and print its id
+python starter.py watch ID           live progress of a running task
+python starter.py status ID [--json] the progress record plus the state
+python starter.py cancel ID          cancel a task (its checkpoints stay)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError, CancelledError
+
+from longtask.checkpoints import ProgressSnapshot, progress_key
+from longtask.connections import connect_redis, connect_temporal
+from longtask.live_view import print_result, query_status, show_live
+from longtask.models import ModelRoute, TaskInput, TaskResult
+from longtask.settings import Settings, SettingsError, load_settings
+from longtask.states import TaskState
+from workflows.document_task import DocumentTaskWorkflow
+
+TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class UsageError(Exception):
+    """Bad command-line input; the message says what to do."""
+
+
+def task_input(settings: Settings, paths: list[str], task_id: str | None) -> TaskInput:
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    if task_id is not None and not TASK_ID.match(task_id):
+        raise UsageError(f"task id {task_id!r}: use letters, digits, '.', '_' or '-'")
+    return TaskInput(
+        task_id=task_id or f"task-{uuid.uuid4().hex[:12]}",
+        paths=[str(Path(p).resolve()) for p in paths],
+        models=ModelRoute(
+            embedding=settings.model_embedding,
+            intermediate=settings.model_intermediate,
+            reasoning=settings.model_reasoning,
+            final=settings.model_final,
+        ),
+        heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
+        document_concurrency=settings.document_concurrency,
+        call_concurrency=settings.call_concurrency,
+        deadline_seconds=settings.task_deadline_seconds,
+    )
+
+
+async def start_task(client: Client, settings: Settings, task: TaskInput) -> str:
+    await client.start_workflow(
+        DocumentTaskWorkflow.run,
+        task,
+        id=task.task_id,
+        task_queue=settings.task_queue,
+    )
+    return task.task_id
+
+
+async def outcome(handle: WorkflowHandle[Any, Any]) -> TaskResult | None:
+    """The task's result; a failed or timed-out task carries it in its error's details."""
+    try:
+        result: TaskResult = await handle.result()
+        return result
+    except WorkflowFailureError as failure:
+        cause = failure.cause
+        if isinstance(cause, ApplicationError) and cause.details:
+            return TaskResult.model_validate(cause.details[0])
+        if isinstance(cause, CancelledError):
+            return None
+        raise
+
+
+async def status_json(settings: Settings, client: Client, task_id: str) -> dict[str, Any]:
+    """The SPEC record plus ``state``: from the task itself, else from the Redis mirror."""
+    status = await query_status(client.get_workflow_handle(task_id))
+    if status is not None:
+        return {**status.record.model_dump(mode="json"), "state": status.state.value}
+    redis = connect_redis(settings)
+    try:
+        raw = await redis.get(progress_key(task_id))
+    finally:
+        await redis.aclose()
+    if raw is None:
+        raise UsageError(f"task {task_id}: no worker answered and Redis holds no progress")
+    record = ProgressSnapshot.model_validate_json(raw).status
+    return {**record.model_dump(mode="json"), "state": record.metadata.get("state", "unknown")}
+
+
+async def watch(client: Client, task_id: str, console: Console) -> int:
+    handle = client.get_workflow_handle(task_id, result_type=TaskResult)
+    await show_live(handle, console)
+    result = await outcome(handle)
+    if result is None:
+        console.print(f"task {task_id} cancelled")
+        return 1
+    print_result(result, console)
+    return 0 if result.state is TaskState.COMPLETED else 1
+
+
+async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    console = Console()
+    client = await connect_temporal(settings)
+    if args.command in ("run", "start"):
+        task_id = await start_task(client, settings, task_input(settings, args.paths, args.task_id))
+        if args.command == "start":
+            print(task_id)
+            return 0
+        ui = f"http://{settings.temporal_host_port[0]}:{settings.temporal_ui_port}"
+        console.print(f"task {task_id} started; watch it in the Temporal UI: {ui}")
+        return await watch(client, task_id, console)
+    if args.command == "watch":
+        return await watch(client, args.task_id, console)
+    if args.command == "status":
+        status = await status_json(settings, client, args.task_id)
+        if args.json:
+            print(json.dumps(status, indent=2))
+        else:
+            eta = status["eta_seconds"]
+            print(
+                f"{args.task_id}: {status['state']} {status['progress']:.2f} % "
+                f"({status['step']}/{status['total']} steps), "
+                f"elapsed {status['elapsed_seconds']} s, "
+                f"ETA {'unknown' if eta is None else f'{eta} s'}"
+            )
+        return 0
+    if args.command == "cancel":
+        await client.get_workflow_handle(args.task_id).cancel()
+        print(f"cancel requested for {args.task_id}")
+        return 0
+    raise UsageError(f"unknown command {args.command}")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(description="Long task manager client.")
+    commands = root.add_subparsers(dest="command", required=True)
+    for name, text in (("run", "start a task and watch it"), ("start", "start a task")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("paths", nargs="+", help=".txt, .md or .pdf files, or folders")
+        command.add_argument("--task-id", help="id to give the task (default: generated)")
+    commands.add_parser("watch", help="live progress").add_argument("task_id")
+    status = commands.add_parser("status", help="progress record and state")
+    status.add_argument("task_id")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    commands.add_parser("cancel", help="cancel a task").add_argument("task_id")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        return asyncio.run(dispatch(args, settings))
+    except (SettingsError, UsageError) as error:
+        print(f"starter: {error}", file=sys.stderr)
+        return 2
+    except RuntimeError as error:
+        print(f"starter: {error} (is the stack up? try `make up`)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

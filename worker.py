@@ -1,0 +1,108 @@
+"""Runs a worker of the long task manager; SIGINT or SIGTERM shuts it down gracefully.
+
+Usage: python worker.py      (settings come from LTM_* environment variables)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from datetime import timedelta
+
+import openai
+from redis.asyncio import Redis
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.documents import load_documents
+from activities.mirror import MirrorActivities
+from activities.provider import make_client
+from activities.steps import DocumentSteps
+from longtask.connections import connect_redis, connect_temporal
+from longtask.settings import Settings, SettingsError, load_settings
+from workflows.document_task import DocumentTaskWorkflow
+
+log = logging.getLogger("worker")
+
+# In-flight steps get this long to finish after SIGTERM before they are cancelled.
+GRACEFUL_SHUTDOWN = timedelta(seconds=10)
+
+
+def build_worker(
+    client: Client, settings: Settings, llm: openai.AsyncOpenAI, redis: Redis
+) -> Worker:
+    """A worker for every workflow and activity, tuned so a lost worker is noticed quickly.
+
+    Heartbeats reach the server at least every quarter of the heartbeat timeout (the SDK's
+    default of 0.8 x would leave a dead worker unnoticed for longer), and a workflow whose
+    sticky worker died moves to another one after a couple of seconds instead of ten.
+    """
+    heartbeat = timedelta(seconds=settings.heartbeat_timeout_seconds)
+    steps = DocumentSteps(
+        llm, client, settings.llm_api_key.get_secret_value(), settings.progress_signal_seconds
+    )
+    mirror = MirrorActivities(redis)
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[DocumentTaskWorkflow],
+        activities=[
+            load_documents,
+            steps.embed_chunks,
+            steps.summarize_pages,
+            steps.reason_across_pages,
+            steps.write_report,
+            mirror.write_checkpoint,
+        ],
+        max_heartbeat_throttle_interval=heartbeat / 4,
+        default_heartbeat_throttle_interval=heartbeat / 4,
+        sticky_queue_schedule_to_start_timeout=max(heartbeat, timedelta(seconds=1)),
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+
+
+async def serve(settings: Settings) -> None:
+    client = await connect_temporal(settings)
+    redis = connect_redis(settings)
+    llm = make_client(settings.llm_base_url, settings.llm_api_key.get_secret_value())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    worker = build_worker(client, settings, llm, redis)
+    async with worker:
+        log.info(
+            "worker polling %r on %s (namespace %s)",
+            settings.task_queue,
+            settings.temporal_address,
+            settings.temporal_namespace,
+        )
+        await stop.wait()
+        log.info("shutting down: in-flight steps have %s to finish", GRACEFUL_SHUTDOWN)
+    await redis.aclose()
+    await llm.close()
+    log.info("worker stopped")
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # One line per HTTP request drowns what matters; failures still surface as step errors.
+    for noisy in ("httpx", "httpx2"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(error, file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(settings))
+    except RuntimeError as error:
+        print(f"worker: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

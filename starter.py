@@ -84,7 +84,7 @@ async def outcome(handle: WorkflowHandle[Any, Any]) -> TaskResult | None:
 
 
 async def status_json(settings: Settings, client: Client, task_id: str) -> dict[str, Any]:
-    """The SPEC record plus ``state``: from the task itself, else from the Redis mirror."""
+    """The progress record plus ``state``: from the task itself, else from the Redis mirror."""
     status = await query_status(client.get_workflow_handle(task_id))
     if status is not None:
         return {**status.record.model_dump(mode="json"), "state": status.state.value}
@@ -119,7 +119,7 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             print(task_id)
             return 0
         ui = f"http://{settings.temporal_host_port[0]}:{settings.temporal_ui_port}"
-        console.print(f"task {task_id} started; watch it in the Temporal UI: {ui}")
+        console.print(f"task {task_id} started; watch it in the Temporal UI: {ui}", soft_wrap=True)
         return await watch(client, task_id, console)
     if args.command == "watch":
         return await watch(client, args.task_id, console)

@@ -1,4 +1,4 @@
-"""The Redis mirror's key layout and checkpoint JSON (SPEC section 5), in one place."""
+"""The Redis mirror's key layout and checkpoint JSON, in one place."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Token usage and its price (SPEC section 7)."""
+"""Token usage and its price per model."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 from rich.console import Console
@@ -14,6 +15,8 @@ from temporalio.service import RPCError
 from longtask.models import TaskResult, TaskStatus
 
 POLL_SECONDS = 0.5
+# A query waits for a worker to answer; without one, give up soon and say so.
+QUERY_TIMEOUT = timedelta(seconds=5)
 
 
 def _eta(seconds: float | None) -> str:
@@ -23,7 +26,9 @@ def _eta(seconds: float | None) -> str:
 async def query_status(handle: WorkflowHandle[Any, Any]) -> TaskStatus | None:
     """The task's own answer, or None when no worker can answer right now."""
     try:
-        status: TaskStatus = await handle.query("status", result_type=TaskStatus)
+        status: TaskStatus = await handle.query(
+            "status", result_type=TaskStatus, rpc_timeout=QUERY_TIMEOUT
+        )
         return status
     except RPCError:
         return None
@@ -75,5 +80,6 @@ def print_result(result: TaskResult, console: Console) -> None:
             console.print(Panel(document.error, title=f"{document.name}: {document.state.value}"))
     console.print(
         f"task {result.task_id} {result.state.value}: {len(result.documents)} document(s), "
-        f"{result.usage.total_tokens} tokens, cost so far ${result.cost_so_far:.6f}"
+        f"{result.usage.total_tokens} tokens, cost so far ${result.cost_so_far:.6f}",
+        soft_wrap=True,
     )

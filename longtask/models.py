@@ -11,7 +11,7 @@ from longtask.states import TaskState, Transition
 
 
 class ModelRoute(BaseModel):
-    """Which model serves each step kind (SPEC section 7); names only, never credentials."""
+    """Which model serves each step kind; names only, never credentials."""
 
     embedding: str
     intermediate: str
@@ -93,7 +93,7 @@ class DocumentReport(BaseModel):
 
 
 class TaskStatus(BaseModel):
-    """What the task's query answers: the SPEC record plus state, log and the nested tree."""
+    """What the task's query answers: the progress record plus state, log and the nested tree."""
 
     record: ProgressRecord
     state: TaskState

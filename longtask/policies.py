@@ -1,4 +1,4 @@
-"""Timeout and retry policy of SPEC section 4, as typed objects turned into Temporal options."""
+"""Timeout and retry policy as typed objects, turned into Temporal options."""
 
 from __future__ import annotations
 

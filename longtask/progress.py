@@ -1,4 +1,4 @@
-"""Progress math of SPEC section 3: the record, nested roll-up, ETA, and the checkpoint cadence."""
+"""Progress math: the progress record, nested roll-up, ETA, and the checkpoint cadence."""
 
 from __future__ import annotations
 

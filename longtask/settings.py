@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     task_deadline_seconds: float = Field(24 * 3600, gt=0)
 
     state_dir: Path = Path(".state")
-    llm_server_latency_ms: int = Field(0, ge=0, le=60_000)
+    # Latency the embedded LLM server adds to every answer, so progress can be watched.
+    llm_server_latency_ms: int = Field(200, ge=0, le=60_000)
 
     @field_validator("temporal_address")
     @classmethod

@@ -67,7 +67,7 @@ def services(settings: Settings) -> list[ServiceSpec]:
         _tool("temporal"), "server", "start-dev",
         "--ip", t_host, "--port", str(t_port), "--ui-port", str(settings.temporal_ui_port),
         "--db-filename", str(state / "temporal.db"),
-        # WAL with synchronous=NORMAL: ~70 activities/s on 2 cores instead of ~30 (SPEC 9).
+        # WAL with synchronous=NORMAL: ~70 activities/s on 2 cores instead of ~30.
         "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=NORMAL",
         "--log-level", "warn", "--ui-disable-news-fetch",
     ]  # fmt: skip
@@ -117,8 +117,10 @@ def _alive(entry: Started) -> bool:
         cmdline = Path(f"/proc/{entry.pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    # A console script runs as `python .../llmock ...`: look at the first two words.
-    return any(Path(word.decode()).name == entry.program for word in cmdline[:2])
+    # A console script runs as `python .../llmock ...`, so look at the first two words; Redis
+    # rewrites its title to "redis-server HOST:PORT", so look before any space.
+    words = [Path(word.decode().split(" ")[0]).name for word in cmdline[:2]]
+    return entry.program in words
 
 
 def _wait_ready(spec: ServiceSpec, process: subprocess.Popen[bytes], log: Path) -> None:

@@ -1,0 +1,1 @@
+"""Tests of the long task manager, against real servers."""

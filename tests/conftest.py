@@ -1,0 +1,91 @@
+"""Fixtures: one real Temporal dev server, Redis and LLM server per session; a fresh task queue
+and worker per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.provider import make_client
+from longtask.connections import connect_redis
+from longtask.settings import Settings
+from tests.servers import LlmServer, RedisServer, tool
+from worker import build_worker
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+# A key-shaped value, to prove no key ever reaches history, logs or Redis.
+TEST_API_KEY = "sk-test-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=tool("temporal"),
+        data_converter=pydantic_data_converter,
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def llm_server() -> Iterator[LlmServer]:
+    server = LlmServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def llm(llm_server: LlmServer) -> LlmServer:
+    """The LLM server with no fault queued and an empty request log."""
+    llm_server.reset()
+    return llm_server
+
+
+@pytest.fixture
+def client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture
+def settings(client: Client, redis_server: RedisServer, llm: LlmServer) -> Settings:
+    return Settings(
+        temporal_address=client.service_client.config.target_host,
+        task_queue=f"test-{uuid.uuid4().hex[:10]}",
+        redis_url=redis_server.url,
+        llm_base_url=llm.base_url,
+        llm_api_key=TEST_API_KEY,
+    )
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    connection = connect_redis(settings)
+    yield connection
+    await connection.aclose()
+
+
+@pytest.fixture
+async def worker(client: Client, settings: Settings, redis: Redis) -> AsyncIterator[Worker]:
+    llm_client = make_client(settings.llm_base_url, settings.llm_api_key.get_secret_value())
+    running = build_worker(client, settings, llm_client, redis)
+    async with running:
+        yield running
+    await llm_client.close()

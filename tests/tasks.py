@@ -1,0 +1,77 @@
+"""Starting tasks the way starter.py does, with knobs the tests need."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+from temporalio.client import Client, WorkflowHandle
+
+from longtask.live_view import query_status
+from longtask.models import TaskInput, TaskResult, TaskStatus
+from longtask.policies import TimeoutPolicy
+from longtask.settings import Settings
+from starter import start_task, task_input
+
+# Waits between attempts shrunk so retries take a second, not a minute; the numbers themselves
+# are pinned in test_policies.py.
+FAST_POLICY = TimeoutPolicy(backoff_first_seconds=0.3, backoff_max_seconds=2.0)
+
+
+async def start(
+    client: Client, settings: Settings, paths: list[Path], **overrides: Any
+) -> tuple[TaskInput, WorkflowHandle[Any, TaskResult]]:
+    task = task_input(settings, [str(p) for p in paths], None)
+    task = task.model_copy(update={"policy": FAST_POLICY, **overrides})
+    await start_task(client, settings, task)
+    return task, client.get_workflow_handle(task.task_id, result_type=TaskResult)
+
+
+async def wait_for_status(
+    handle: WorkflowHandle[Any, Any],
+    condition: Callable[[TaskStatus], bool],
+    seconds: float = 30,
+) -> TaskStatus:
+    """Poll the task's query until ``condition`` holds."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        status = await query_status(handle)
+        if status is not None and condition(status):
+            return status
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"condition not met within {seconds} s; last status: {status}")
+        await asyncio.sleep(0.1)
+
+
+def write_documents(folder: Path, count: int, pages: int) -> list[Path]:
+    """Plain-text documents of ``pages`` pages each (form feed between pages)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for d in range(count):
+        body = "\f".join(
+            f"Document {d}, page {p}. " + f"Figure {d * 100 + p} rose by {p} percent. " * 20
+            for p in range(pages)
+        )
+        path = folder / f"doc-{d:03}.txt"
+        path.write_text(body)
+        paths.append(path)
+    return paths
+
+
+async def read_text(redis: Redis, key: str) -> str:
+    """A string key's value; fails the test when the key is missing."""
+    value = await redis.get(key)
+    assert isinstance(value, str), f"{key} holds {value!r}"
+    return value
+
+
+async def read_json(redis: Redis, key: str) -> Any:
+    return json.loads(await read_text(redis, key))
+
+
+async def read_list(redis: Redis, key: str) -> list[str]:
+    return [str(item) for item in await redis.lrange(key, 0, -1)]

@@ -1,0 +1,90 @@
+"""starter.py as a user runs it: start, status --json while running, cancel, run, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from longtask.settings import Settings
+from tests.conftest import EXAMPLES, ROOT
+from tests.servers import LlmServer
+
+RECORD_FIELDS = {
+    "task_id", "progress", "step", "total", "elapsed_seconds", "eta_seconds", "metadata"
+}  # fmt: skip
+
+
+async def starter(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a thread: the test's worker shares this event loop and must keep going."""
+    return await asyncio.to_thread(run_starter, settings, *args)
+
+
+def run_starter(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "LTM_TEMPORAL_ADDRESS": settings.temporal_address,
+        "LTM_TASK_QUEUE": settings.task_queue,
+        "LTM_REDIS_URL": settings.redis_url,
+    }
+    return subprocess.run(
+        [sys.executable, str(ROOT / "starter.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_start_status_and_cancel(
+    client: Client, settings: Settings, worker: Worker, llm: LlmServer
+) -> None:
+    llm.add({"type": "delay", "seconds": 1, "times": None})
+    started = await starter(settings, "start", str(EXAMPLES))
+    assert started.returncode == 0, started.stderr
+    task_id = started.stdout.strip()
+    assert task_id.startswith("task-")
+
+    deadline = time.monotonic() + 30
+    while True:
+        shown = await starter(settings, "status", task_id, "--json")
+        assert shown.returncode == 0, shown.stderr
+        status = json.loads(shown.stdout)
+        if status["total"] > 0 or time.monotonic() > deadline:
+            break
+    assert set(status) == RECORD_FIELDS | {"state"}
+    assert status["state"] == "running"
+    assert status["task_id"] == task_id
+    assert 0 <= status["progress"] < 100
+
+    cancelled = await starter(settings, "cancel", task_id)
+    assert cancelled.returncode == 0
+    watched = await starter(settings, "watch", task_id)
+    assert watched.returncode == 1
+    assert "cancelled" in watched.stdout
+
+
+async def test_run_prints_each_report_and_the_cost(
+    client: Client, settings: Settings, worker: Worker, llm: LlmServer
+) -> None:
+    done = await starter(settings, "run", str(EXAMPLES))
+    assert done.returncode == 0, done.stderr
+    for name in ("heat-pump-field-study.pdf", "incident-postmortem.txt"):
+        assert f"report: {name}" in done.stdout
+    assert "completed: 3 document(s)" in done.stdout
+    assert "cost so far $" in done.stdout
+
+
+def test_missing_path_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    settings = Settings()
+    refused = run_starter(settings, "start", str(tmp_path / "nope"))
+    assert refused.returncode == 2
+    assert "no such file or folder" in refused.stderr

@@ -1,0 +1,71 @@
+"""The timeout and retry numbers, pinned at their defaults."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from longtask.policies import (
+    NON_RETRYABLE_KINDS,
+    ErrorKind,
+    StepKind,
+    StepTimeouts,
+    TaskType,
+    TimeoutPolicy,
+)
+
+POLICY = TimeoutPolicy()
+
+
+def timeouts(task_type: TaskType) -> list[float]:
+    return [POLICY.attempt_timeout(task_type, a) for a in range(POLICY.max_attempts)]
+
+
+def test_attempt_timeouts_grow_and_cap_at_300() -> None:
+    assert timeouts(TaskType.REASONING) == [60, 120, 240, 300]
+    assert timeouts(TaskType.EMBEDDING) == [45, 90, 180, 300]
+    assert timeouts(TaskType.DEFAULT) == [30, 60, 120, 240]
+
+
+def test_unknown_task_type_uses_multiplier_one() -> None:
+    policy = TimeoutPolicy(multipliers={TaskType.REASONING: 2.0})
+    assert policy.attempt_timeout(TaskType.EMBEDDING, 0) == 30
+
+
+def test_waits_between_attempts_are_5_10_20_capped_at_60() -> None:
+    assert [POLICY.wait_before_retry(a) for a in range(3)] == [5, 10, 20]
+    assert POLICY.wait_before_retry(10) == 60
+    assert POLICY.max_attempts == 4
+
+
+def test_temporal_retry_policy_reproduces_the_rule() -> None:
+    retry = POLICY.retry_policy()
+    assert retry.initial_interval == timedelta(seconds=5)
+    assert retry.backoff_coefficient == 2.0
+    assert retry.maximum_interval == timedelta(seconds=60)
+    assert retry.maximum_attempts == 4
+    assert sorted(retry.non_retryable_error_types or []) == ["AUTH_FAILED", "INVALID_REQUEST"]
+
+
+def test_only_invalid_requests_and_auth_failures_stop_at_once() -> None:
+    assert {ErrorKind.INVALID_REQUEST, ErrorKind.AUTH_FAILED} == NON_RETRYABLE_KINDS
+    retryable = set(ErrorKind) - NON_RETRYABLE_KINDS
+    assert retryable == {
+        ErrorKind.RATE_LIMITED,
+        ErrorKind.TIMEOUT,
+        ErrorKind.SERVER_ERROR,
+        ErrorKind.CONNECTION,
+    }
+
+
+def test_step_kinds_map_to_task_types() -> None:
+    assert StepKind.EMBED.task_type is TaskType.EMBEDDING
+    assert StepKind.REASON.task_type is TaskType.REASONING
+    assert StepKind.SUMMARIZE.task_type is TaskType.DEFAULT
+    assert StepKind.REPORT.task_type is TaskType.DEFAULT
+
+
+def test_step_budget_lets_every_call_use_its_longest_attempt() -> None:
+    budget = StepTimeouts.for_step(POLICY, StepKind.SUMMARIZE, calls=20, concurrency=8, heartbeat=2)
+    # 3 waves of 8 calls, each allowed 240 s on its last attempt, plus a minute of slack.
+    assert budget.start_to_close_seconds == 3 * 240 + 60
+    assert budget.heartbeat_seconds == 2

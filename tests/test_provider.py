@@ -1,0 +1,106 @@
+"""Provider calls against the local LLM server: answers, stream checks and error classification."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import openai
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from activities.errors import StreamBrokenError, to_application_error
+from activities.provider import chat, embed, make_client, stream_chat
+from tests.conftest import TEST_API_KEY
+from tests.servers import LlmServer
+
+MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
+    {"role": "user", "content": "Summarize: the quarter went well."}
+]
+
+
+@pytest.fixture
+async def provider(llm: LlmServer) -> AsyncIterator[openai.AsyncOpenAI]:
+    client = make_client(llm.base_url, TEST_API_KEY)
+    yield client
+    await client.close()
+
+
+async def failure_of(provider: openai.AsyncOpenAI) -> ApplicationError:
+    with pytest.raises(Exception) as raised:
+        await chat(provider, "gpt-4.1", MESSAGES, timeout=5)
+    return to_application_error(raised.value, "summarize page 1 of a.pdf", TEST_API_KEY)
+
+
+async def test_chat_returns_text_and_usage(provider: openai.AsyncOpenAI) -> None:
+    answer = await chat(provider, "gpt-4.1", MESSAGES, timeout=5)
+    assert answer.text
+    assert answer.prompt_tokens > 0 and answer.completion_tokens > 0
+
+
+async def test_stream_reports_each_chunk_and_needs_a_finish_reason(
+    llm: LlmServer, provider: openai.AsyncOpenAI
+) -> None:
+    llm.add({"type": "reply", "text": "one two three four five six"})
+    seen: list[int] = []
+    answer = await stream_chat(provider, "gpt-4.1", MESSAGES, 5, 2, lambda parts, n: seen.append(n))
+    assert answer.text == "one two three four five six"
+    assert seen == sorted(seen) and len(seen) >= 3
+    llm.add({"type": "stream_fault", "kind": "truncate", "after_chunks": 2})
+    with pytest.raises(StreamBrokenError, match="without a finish reason"):
+        await stream_chat(provider, "gpt-4.1", MESSAGES, 5, 2, lambda parts, n: None)
+
+
+async def test_a_stalled_stream_is_cut_by_the_idle_timeout(
+    llm: LlmServer, provider: openai.AsyncOpenAI
+) -> None:
+    llm.add({"type": "stream_fault", "kind": "stall", "after_chunks": 1, "stall_seconds": 20})
+    with pytest.raises(TimeoutError):
+        await stream_chat(provider, "gpt-4.1", MESSAGES, 30, 0.5, lambda parts, n: None)
+    error = to_application_error(TimeoutError(), "reason step of a.pdf", TEST_API_KEY)
+    assert error.type == "TIMEOUT" and not error.non_retryable
+
+
+async def test_embeddings_come_back_in_order(provider: openai.AsyncOpenAI) -> None:
+    vectors, _ = await embed(provider, "deepseek-v3.2", ["alpha", "beta", "alpha"], timeout=5)
+    assert len(vectors) == 3 and vectors[0] == vectors[2] != vectors[1]
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "non_retryable"),
+    [
+        (400, "INVALID_REQUEST", True),
+        (404, "INVALID_REQUEST", True),
+        (422, "INVALID_REQUEST", True),
+        (401, "AUTH_FAILED", True),
+        (403, "AUTH_FAILED", True),
+        (500, "SERVER_ERROR", False),
+        (503, "SERVER_ERROR", False),
+    ],
+)
+async def test_http_status_becomes_a_typed_error(
+    llm: LlmServer, provider: openai.AsyncOpenAI, status: int, kind: str, non_retryable: bool
+) -> None:
+    llm.add({"type": "fail", "status": status})
+    error = await failure_of(provider)
+    assert error.type == kind
+    assert error.non_retryable is non_retryable
+    assert error.message.startswith(f"summarize page 1 of a.pdf: {kind}: ")
+    assert TEST_API_KEY not in error.message
+
+
+async def test_rate_limit_waits_what_the_provider_asks(
+    llm: LlmServer, provider: openai.AsyncOpenAI
+) -> None:
+    llm.add({"type": "fail", "status": 429, "retry_after": 3})
+    error = await failure_of(provider)
+    assert error.type == "RATE_LIMITED" and not error.non_retryable
+    assert error.next_retry_delay == timedelta(seconds=3)
+
+
+async def test_connection_refused_is_a_connection_error() -> None:
+    client = make_client("http://127.0.0.1:9/v1", TEST_API_KEY)
+    with pytest.raises(openai.APIConnectionError) as raised:
+        await chat(client, "gpt-4.1", MESSAGES, timeout=5)
+    assert to_application_error(raised.value, "x", TEST_API_KEY).type == "CONNECTION"
+    await client.close()

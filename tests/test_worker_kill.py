@@ -1,0 +1,88 @@
+"""A worker killed with SIGKILL mid-task: another worker finishes the same task."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from longtask.settings import Settings
+from longtask.states import TaskState
+from tests.conftest import ROOT
+from tests.servers import LlmServer
+from tests.tasks import start, wait_for_status, write_documents
+
+
+class WorkerProcess:
+    """`python worker.py` in its own process, configured like a user would: by environment."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        env = {
+            **os.environ,
+            "LTM_TEMPORAL_ADDRESS": settings.temporal_address,
+            "LTM_TASK_QUEUE": settings.task_queue,
+            "LTM_REDIS_URL": settings.redis_url,
+            "LTM_LLM_BASE_URL": settings.llm_base_url,
+        }
+        self.log = log
+        with log.open("ab") as sink:
+            self.process = subprocess.Popen(
+                [sys.executable, str(ROOT / "worker.py")],
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.stop()
+
+
+async def test_sigkill_mid_task_then_a_new_worker_finishes_it(
+    client: Client,
+    settings: Settings,
+    llm: LlmServer,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    llm.add({"type": "delay", "seconds": 0.4, "times": None})
+    pages, documents = 10, 2
+    paths = write_documents(tmp_path / "docs", count=documents, pages=pages)
+    first = WorkerProcess(settings, tmp_path / "first.log")
+    workers.append(first)
+    _task, handle = await start(client, settings, paths, call_concurrency=2)
+
+    before = await wait_for_status(handle, lambda s: 10 <= s.record.step < s.record.total - 6)
+    first.process.send_signal(signal.SIGKILL)
+    assert first.process.wait(timeout=10) == -signal.SIGKILL
+    killed_at_step = before.record.step
+
+    workers.append(WorkerProcess(settings, tmp_path / "second.log"))
+    result = await handle.result()
+
+    assert result.state is TaskState.COMPLETED
+    assert all(d.state is TaskState.COMPLETED for d in result.documents)
+    status = await wait_for_status(handle, lambda s: s.state is TaskState.COMPLETED)
+    assert status.record.step == status.record.total
+    # Finished calls survived in heartbeat details: only calls in flight at the kill (2 per
+    # running step) and those finished after the last heartbeat are made again, far fewer
+    # than the calls a restart from zero would repeat.
+    repeated = llm.count("/chat/completions") - documents * (pages + 2)
+    assert 0 <= repeated <= 2 * 2 * documents
+    assert repeated < killed_at_step
+    assert TaskState.RETRYING in [t.target for t in status.transitions]

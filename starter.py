@@ -112,9 +112,13 @@ async def watch(client: Client, task_id: str, console: Console) -> int:
 
 async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     console = Console()
+    # Bad input is refused before any connection is attempted.
+    task = (
+        task_input(settings, args.paths, args.task_id) if args.command in ("run", "start") else None
+    )
     client = await connect_temporal(settings)
-    if args.command in ("run", "start"):
-        task_id = await start_task(client, settings, task_input(settings, args.paths, args.task_id))
+    if task is not None:
+        task_id = await start_task(client, settings, task)
         if args.command == "start":
             print(task_id)
             return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 
@@ -75,21 +76,27 @@ def pages_of(document: DocumentRef) -> list[str]:
     return read_pages(path)
 
 
+def describe(index: int, path: Path) -> DocumentRef:
+    pages = read_pages(path)
+    return DocumentRef(
+        index=index,
+        path=str(path.resolve()),
+        name=path.name,
+        sha256=digest(path),
+        pages=len(pages),
+        chunks=len(chunks_of(pages)),
+    )
+
+
 @activity.defn(name="load_documents")
 async def load_documents(request: LoadRequest) -> list[DocumentRef]:
-    """Find the task's documents and count their pages and chunks."""
+    """Find the task's documents and count their pages and chunks.
+
+    Parsing runs in a thread so this worker's other steps keep heartbeating meanwhile.
+    """
+    paths = await asyncio.to_thread(find_documents, request.paths)
     documents = []
-    for index, path in enumerate(find_documents(request.paths)):
-        pages = read_pages(path)
-        documents.append(
-            DocumentRef(
-                index=index,
-                path=str(path.resolve()),
-                name=path.name,
-                sha256=digest(path),
-                pages=len(pages),
-                chunks=len(chunks_of(pages)),
-            )
-        )
+    for index, path in enumerate(paths):
+        documents.append(await asyncio.to_thread(describe, index, path))
         activity.heartbeat(index)
     return documents

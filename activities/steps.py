@@ -33,6 +33,12 @@ def _cosine(a: list[float], b: list[float]) -> float:
     return dot / norm if norm else 0.0
 
 
+async def read_document(request: StepRequest) -> list[str]:
+    """Pages of the step's document, read off the event loop: a large PDF takes seconds to
+    parse, and a blocked loop stops every heartbeat of this worker."""
+    return await asyncio.to_thread(pages_of, request.document)
+
+
 async def run_bounded(
     indexes: Iterable[int], limit: int, work: Callable[[int], Awaitable[None]]
 ) -> None:
@@ -90,7 +96,7 @@ class DocumentSteps:
     @activity.defn(name="embed_chunks")
     async def embed_chunks(self, request: StepRequest) -> StepResult:
         """Embed every chunk and pick the passages nearest to what a report needs."""
-        chunks = chunks_of(pages_of(request.document))
+        chunks = chunks_of(await read_document(request))
         batches = embed_batches(len(chunks))
         timeout = self._timeout(request, StepKind.EMBED)
         async with self._reporter(request, StepKind.EMBED, batches) as reporter:
@@ -120,7 +126,7 @@ class DocumentSteps:
     @activity.defn(name="summarize_pages")
     async def summarize_pages(self, request: StepRequest) -> StepResult:
         """Summarize each page, several calls at a time."""
-        pages = pages_of(request.document)
+        pages = await read_document(request)
         timeout = self._timeout(request, StepKind.SUMMARIZE)
         async with self._reporter(request, StepKind.SUMMARIZE, len(pages)) as reporter:
 

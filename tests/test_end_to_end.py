@@ -66,6 +66,12 @@ async def test_agent_reports_on_every_example(
     assert ids[0] == latest and len(ids) == len(set(ids)) >= 2
     stamps = [int(i.rsplit("_", 1)[1]) for i in ids]
     assert stamps == sorted(stamps, reverse=True)
+    # No credential reaches the mirror or the history.
+    async for key in redis.scan_iter(match=f"*{task.task_id}*"):
+        if await redis.type(key) == "string":
+            assert TEST_API_KEY not in await read_text(redis, key)
+    history = json.dumps((await handle.fetch_history()).to_json_dict())
+    assert TEST_API_KEY not in history
 
 
 async def test_progress_is_live_while_the_task_runs(

@@ -86,3 +86,27 @@ async def test_sigkill_mid_task_then_a_new_worker_finishes_it(
     assert 0 <= repeated <= 2 * 2 * documents
     assert repeated < killed_at_step
     assert TaskState.RETRYING in [t.target for t in status.transitions]
+
+
+async def test_sigterm_lets_the_worker_finish_its_steps_and_exit(
+    client: Client,
+    settings: Settings,
+    llm: LlmServer,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    llm.add({"type": "delay", "seconds": 0.5, "times": None})
+    paths = write_documents(tmp_path / "docs", count=1, pages=4)
+    first = WorkerProcess(settings, tmp_path / "first.log")
+    workers.append(first)
+    _, handle = await start(client, settings, paths, call_concurrency=1)
+    await wait_for_status(handle, lambda s: s.record.step >= 1)
+
+    first.process.send_signal(signal.SIGTERM)
+    # In-flight steps get the grace period; the worker then exits cleanly on its own.
+    assert first.process.wait(timeout=20) == 0
+    assert "worker stopped" in first.log.read_text()
+
+    workers.append(WorkerProcess(settings, tmp_path / "second.log"))
+    result = await handle.result()
+    assert result.state is TaskState.COMPLETED

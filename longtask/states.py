@@ -23,8 +23,8 @@ TERMINAL_STATES = frozenset(
     {TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT}
 )
 
-# Every state may be cancelled, fail or time out until it is terminal; work only completes from
-# a running state; retrying and paused always go back through running.
+# Every state may be cancelled, fail or time out until it is terminal; retrying and paused go
+# back through running, except that the last running steps may complete a paused task.
 ALLOWED_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     TaskState.PENDING: frozenset(
         {TaskState.RUNNING, TaskState.CANCELLED, TaskState.FAILED, TaskState.TIMED_OUT}
@@ -48,8 +48,15 @@ ALLOWED_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
             TaskState.TIMED_OUT,
         }
     ),
+    # A pause starts no new step; steps already running may still finish the whole task.
     TaskState.PAUSED: frozenset(
-        {TaskState.RUNNING, TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT}
+        {
+            TaskState.RUNNING,
+            TaskState.COMPLETED,
+            TaskState.FAILED,
+            TaskState.CANCELLED,
+            TaskState.TIMED_OUT,
+        }
     ),
     TaskState.COMPLETED: frozenset(),
     TaskState.FAILED: frozenset(),

@@ -42,76 +42,62 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 
     raise TimeoutError(f"nothing listened on port {port} within {seconds} s")
 
 
-class RedisServer:
-    def __init__(self, directory: Path) -> None:
+class ServerProcess:
+    """A server binary on a free loopback port, started and stopped by the test session."""
+
+    def __init__(self) -> None:
         self.port = free_port()
-        self.directory = directory
         self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port(self.port, self.process)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+class RedisServer(ServerProcess):
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        self.directory = directory
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--dir",
-                str(self.directory),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, self.process)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
+    def command(self) -> list[str]:
+        return [
+            redis_server_binary(),
+            "--bind", "127.0.0.1", "--port", str(self.port),
+            "--dir", str(self.directory), "--save", "", "--appendonly", "no",
+        ]  # fmt: skip
 
 
-class LlmServer:
+class LlmServer(ServerProcess):
     """llmock on a free port, with its admin API for faults, the request log and the verdict."""
 
     def __init__(self, *extra_args: str) -> None:
-        self.port = free_port()
+        super().__init__()
         self.extra_args = extra_args
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                tool("llmock"),
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                *self.extra_args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, self.process)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
+    def command(self) -> list[str]:
+        return [
+            tool("llmock"), "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            *self.extra_args,
+        ]  # fmt: skip
 
     def _admin(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None

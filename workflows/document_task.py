@@ -130,6 +130,11 @@ class DocumentTaskWorkflow:
                 self._reports[document.index] = DocumentReport(
                     name=document.name, state=TaskState.FAILED, error=message
                 )
+                # Its steps are over: none of them is retrying any more.
+                self._retrying = {
+                    k for k in self._retrying if not k.startswith(f"{document.index}:")
+                }
+                self._follow_retries()
                 self._mark_dirty()
                 return
         self._reports[document.index] = DocumentReport(
@@ -256,7 +261,7 @@ class DocumentTaskWorkflow:
         workflow.set_current_details(
             f"**{self._machine.state.value}** {record.progress:.2f} % "
             f"({record.step}/{record.total} steps), "
-            f"{sum(1 for r in self._reports.values())}/{len(self._documents)} documents, "
+            f"{len(self._reports)}/{len(self._documents)} documents, "
             f"cost ${self._usage.cost():.6f}"
         )
 

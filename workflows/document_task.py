@@ -7,7 +7,6 @@ happens in an activity. Activity names are stable strings; renaming one breaks r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -82,7 +81,7 @@ class DocumentTaskWorkflow:
     @workflow.run
     async def run(self, task: TaskInput) -> TaskResult:
         self._go(TaskState.RUNNING, "worker picked the task up")
-        pump = asyncio.create_task(self._mirror_pump())
+        pump = asyncio.gather(self._mirror_pump(), self._mirror_ticker())
         try:
             await asyncio.wait_for(self._work(), timeout=task.deadline_seconds)
         except TimeoutError:
@@ -283,11 +282,7 @@ class DocumentTaskWorkflow:
     async def _mirror_pump(self) -> None:
         """Writes the newest checkpoint whenever the cadence says so, one write at a time."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(
-                    lambda: self._dirty,
-                    timeout=timedelta(seconds=self._cadence.every_seconds),
-                )
+            await workflow.wait_condition(lambda: self._dirty)
             record = self._record()
             now = workflow.now().timestamp()
             if self._cadence.due(record.step, record.progress, now):
@@ -296,6 +291,12 @@ class DocumentTaskWorkflow:
                 await self._write_checkpoint(record)
             else:
                 self._dirty = False
+
+    async def _mirror_ticker(self) -> None:
+        """Wakes the pump on the time rule; one timer per period, not one per wake-up."""
+        while True:
+            await asyncio.sleep(self._cadence.every_seconds)
+            self._dirty = True
 
     async def _write_checkpoint(self, record: ProgressRecord, error: str | None = None) -> None:
         now = workflow.now()
@@ -338,7 +339,7 @@ class DocumentTaskWorkflow:
         except ActivityError as failure:
             workflow.logger.warning("checkpoint %s not mirrored: %s", checkpoint.id, failure)
 
-    async def _end(self, pump: asyncio.Task[None], state: TaskState, reason: str) -> TaskResult:
+    async def _end(self, pump: asyncio.Future[Any], state: TaskState, reason: str) -> TaskResult:
         """Enter a terminal state, write the last checkpoint, and answer or raise accordingly."""
         pump.cancel()
         self._go(state, reason)

@@ -26,6 +26,7 @@ from longtask.checkpoints import ProgressSnapshot, progress_key
 from longtask.connections import connect_redis, connect_temporal
 from longtask.live_view import print_result, query_status, show_live
 from longtask.models import ModelRoute, TaskInput, TaskResult
+from longtask.process_exit import exit_now
 from longtask.settings import Settings, SettingsError, load_settings
 from longtask.states import TaskState
 from workflows.document_task import DocumentTaskWorkflow
@@ -52,6 +53,7 @@ def task_input(settings: Settings, paths: list[str], task_id: str | None) -> Tas
             reasoning=settings.model_reasoning,
             final=settings.model_final,
         ),
+        policy=settings.timeout_policy(),
         heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
         document_concurrency=settings.document_concurrency,
         call_concurrency=settings.call_concurrency,
@@ -87,7 +89,12 @@ async def status_json(settings: Settings, client: Client, task_id: str) -> dict[
     """The progress record plus ``state``: from the task itself, else from the Redis mirror."""
     status = await query_status(client.get_workflow_handle(task_id))
     if status is not None:
-        return {**status.record.model_dump(mode="json"), "state": status.state.value}
+        calls = {kind.value: stats.model_dump() for kind, stats in status.calls.items()}
+        return {
+            **status.record.model_dump(mode="json"),
+            "state": status.state.value,
+            "calls": calls,
+        }
     redis = connect_redis(settings)
     try:
         raw = await redis.get(progress_key(task_id))
@@ -176,4 +183,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

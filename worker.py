@@ -12,6 +12,7 @@ import sys
 from datetime import timedelta
 
 import openai
+from prometheus_client import start_http_server
 from redis.asyncio import Redis
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -21,6 +22,7 @@ from activities.mirror import MirrorActivities
 from activities.provider import make_client
 from activities.steps import DocumentSteps
 from longtask.connections import connect_redis, connect_temporal
+from longtask.process_exit import exit_now
 from longtask.settings import Settings, SettingsError, load_settings
 from workflows.document_task import DocumentTaskWorkflow
 
@@ -63,7 +65,19 @@ def build_worker(
     )
 
 
+def serve_metrics(port: int) -> None:
+    """Prometheus metrics on 127.0.0.1:PORT/metrics; a port in use costs the metrics only."""
+    if port == 0:
+        return
+    try:
+        start_http_server(port, addr="127.0.0.1")
+        log.info("metrics on http://127.0.0.1:%d/metrics", port)
+    except OSError as error:
+        log.warning("metrics not served on port %d: %s (set LTM_METRICS_PORT)", port, error)
+
+
 async def serve(settings: Settings) -> None:
+    serve_metrics(settings.metrics_port)
     client = await connect_temporal(settings)
     redis = connect_redis(settings)
     llm = make_client(settings.llm_base_url, settings.llm_api_key.get_secret_value())
@@ -105,4 +119,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import timedelta
 
-import httpx
 import openai
 from temporalio.exceptions import ApplicationError
 
@@ -39,7 +37,7 @@ def kind_of_status(status: int) -> ErrorKind:
 def kind_of(error: BaseException) -> ErrorKind:
     if isinstance(error, StreamBrokenError):
         return error.kind
-    if isinstance(error, openai.APITimeoutError | asyncio.TimeoutError | httpx.TimeoutException):
+    if isinstance(error, openai.APITimeoutError | TimeoutError):
         return ErrorKind.TIMEOUT
     if isinstance(error, openai.APIStatusError):
         return kind_of_status(error.status_code)

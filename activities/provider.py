@@ -1,9 +1,11 @@
-"""Calls to an OpenAI-compatible provider, each bounded by its attempt's timeout."""
+"""Calls to an OpenAI-compatible provider, each bounded by its attempt's timeout and cut when
+it stops sending."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import openai
 from openai.types.chat import ChatCompletionMessageParam
@@ -19,79 +21,79 @@ class ChatAnswer(BaseModel):
     completion_tokens: int
 
 
+class CallLimits(BaseModel):
+    """Time limits of one attempt: the whole answer, the first chunk, and any later gap."""
+
+    total: float
+    first_chunk: float
+    stall: float
+
+
 def make_client(base_url: str, api_key: str) -> openai.AsyncOpenAI:
     # Temporal owns retries: a second retrying layer would multiply attempts and waits.
     return openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0)
 
 
-async def chat(
-    client: openai.AsyncOpenAI,
-    model: str,
-    messages: list[ChatCompletionMessageParam],
-    timeout: float,
-) -> ChatAnswer:
-    """One non-streamed chat completion that must finish within ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        response = await client.chat.completions.create(
-            model=model,
-            messages=messages,
-            timeout=timeout,
-        )
-    choice = response.choices[0] if response.choices else None
-    if choice is None or choice.finish_reason is None:
-        raise StreamBrokenError("answer had no finish reason", ErrorKind.SERVER_ERROR)
-    usage = response.usage
-    return ChatAnswer(
-        text=choice.message.content or "",
-        prompt_tokens=usage.prompt_tokens if usage else 0,
-        completion_tokens=usage.completion_tokens if usage else 0,
-    )
+@asynccontextmanager
+async def _attempt_deadline(seconds: float) -> AsyncIterator[None]:
+    """The attempt's overall timeout, raised as a TIMEOUT that says which limit it was."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise StreamBrokenError(
+            f"no complete answer within the attempt's {seconds:g} s", ErrorKind.TIMEOUT
+        ) from None
 
 
 async def stream_chat(
     client: openai.AsyncOpenAI,
     model: str,
     messages: list[ChatCompletionMessageParam],
-    timeout: float,
-    idle_timeout: float,
+    limits: CallLimits,
     on_text: Callable[[list[str], int], None],
 ) -> ChatAnswer:
     """A streamed chat completion.
 
-    The whole answer must arrive within ``timeout``; a gap of ``idle_timeout`` between chunks
-    is a hang and is cut, while a slow stream that keeps sending is left alone. ``on_text``
-    gets the pieces so far (joined only when someone reads them) and the chunk count after
-    every chunk. An answer that ends without a
-    finish reason is never taken as complete.
+    A call that sends nothing for ``limits.first_chunk``, or goes silent for ``limits.stall``
+    between chunks, is hung and is cut; a slow stream that keeps sending runs until the
+    attempt's ``limits.total``. ``on_text`` gets the pieces so far (joined only when someone
+    reads them) and the chunk count after every chunk. An answer that ends without a finish
+    reason is never taken as complete.
     """
     parts: list[str] = []
     chunks = 0
     finish: str | None = None
     prompt_tokens = completion_tokens = 0
-    async with asyncio.timeout(timeout):
-        stream = await client.chat.completions.create(
-            model=model,
-            messages=messages,
-            stream=True,
-            stream_options={"include_usage": True},
-            timeout=timeout,
-        )
-        iterator = stream.__aiter__()
-        while True:
-            try:
-                chunk = await asyncio.wait_for(iterator.__anext__(), idle_timeout)
-            except StopAsyncIteration:
-                break
-            chunks += 1
-            if chunk.usage is not None:
-                prompt_tokens = chunk.usage.prompt_tokens
-                completion_tokens = chunk.usage.completion_tokens
-            for choice in chunk.choices:
-                if choice.delta.content:
-                    parts.append(choice.delta.content)
-                if choice.finish_reason is not None:
-                    finish = choice.finish_reason
-            on_text(parts, chunks)
+    loop = asyncio.get_running_loop()
+    async with _attempt_deadline(limits.total):
+        try:
+            async with asyncio.timeout(limits.first_chunk) as watchdog:
+                stream = await client.chat.completions.create(
+                    model=model,
+                    messages=messages,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    timeout=limits.total,
+                )
+                async for chunk in stream:
+                    watchdog.reschedule(loop.time() + limits.stall)
+                    chunks += 1
+                    if chunk.usage is not None:
+                        prompt_tokens = chunk.usage.prompt_tokens
+                        completion_tokens = chunk.usage.completion_tokens
+                    for choice in chunk.choices:
+                        if choice.delta.content:
+                            parts.append(choice.delta.content)
+                        if choice.finish_reason is not None:
+                            finish = choice.finish_reason
+                    on_text(parts, chunks)
+        except TimeoutError:
+            silent = limits.first_chunk if chunks == 0 else limits.stall
+            where = "before the first chunk" if chunks == 0 else f"after chunk {chunks}"
+            raise StreamBrokenError(
+                f"hung: nothing for {silent:g} s {where}", ErrorKind.TIMEOUT
+            ) from None
     if finish is None:
         raise StreamBrokenError(
             f"stream ended after {chunks} chunks without a finish reason", ErrorKind.CONNECTION
@@ -101,12 +103,31 @@ async def stream_chat(
     )
 
 
+async def chat(
+    client: openai.AsyncOpenAI,
+    model: str,
+    messages: list[ChatCompletionMessageParam],
+    limits: CallLimits,
+) -> ChatAnswer:
+    """A chat completion, streamed so that a hung call is told apart from a slow one."""
+    return await stream_chat(client, model, messages, limits, lambda parts, chunks: None)
+
+
 async def embed(
-    client: openai.AsyncOpenAI, model: str, texts: list[str], timeout: float
+    client: openai.AsyncOpenAI, model: str, texts: list[str], limits: CallLimits
 ) -> tuple[list[list[float]], int]:
-    """Vectors for ``texts`` in order, and the prompt tokens the provider counted."""
-    async with asyncio.timeout(timeout):
-        response = await client.embeddings.create(model=model, input=texts, timeout=timeout)
+    """Vectors for ``texts`` in order, and the prompt tokens the provider counted.
+
+    An embedding answer comes whole, so the first-chunk limit bounds the whole call.
+    """
+    seconds = min(limits.first_chunk, limits.total)
+    try:
+        async with asyncio.timeout(seconds):
+            response = await client.embeddings.create(model=model, input=texts, timeout=seconds)
+    except TimeoutError:
+        raise StreamBrokenError(
+            f"hung: no answer within {seconds:g} s", ErrorKind.TIMEOUT
+        ) from None
     vectors = [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
     if len(vectors) != len(texts):
         raise StreamBrokenError(

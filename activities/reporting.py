@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 
+from activities.attempts import AttemptLedger
 from longtask.cost import TokenUsage
 from longtask.models import ProgressEvent
 from longtask.policies import StepKind
@@ -29,6 +30,7 @@ class StepHeartbeat(BaseModel):
     record: ProgressRecord
     outputs: dict[int, str] = Field(default_factory=dict)
     usage: TokenUsage = Field(default_factory=TokenUsage)
+    ledger: AttemptLedger = Field(default_factory=AttemptLedger)
     partial_text: str | None = None
     chunks: int = 0
 
@@ -72,6 +74,7 @@ class StepReporter:
         previous = restored_heartbeat()
         self.outputs: dict[int, str] = dict(previous.outputs) if previous else {}
         self.usage = previous.usage if previous else TokenUsage()
+        self.ledger = previous.ledger if previous else AttemptLedger()
         self._partial: list[str] = []
         self._chunks = 0
         self._signalled_done = -1
@@ -101,6 +104,7 @@ class StepReporter:
             record=record,
             outputs=self.outputs,
             usage=self.usage,
+            ledger=self.ledger,
             partial_text=partial,
             chunks=self._chunks,
         )
@@ -110,7 +114,8 @@ class StepReporter:
 
     async def __aenter__(self) -> StepReporter:
         self.heartbeat()
-        if self._attempt > 1:
+        # A new attempt after a provider failure is a retry; after a lost worker it is not.
+        if self._attempt > 1 and self.ledger.has_failures:
             self._send_progress(retrying=True)
         self._loop = asyncio.create_task(self._run())
         return self
@@ -147,6 +152,7 @@ class StepReporter:
             done_items=sorted(self.outputs),
             attempt=self._attempt,
             retrying=retrying,
+            stats=self.ledger.stats,
         )
         self._signalled_done = event.done
         self._last_signal = time.monotonic()

@@ -6,25 +6,30 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TypeVar
 
 import openai
 from temporalio import activity
 from temporalio.client import Client
 
 from activities import prompts
+from activities.attempts import ProviderFailure, handover, step_failure
 from activities.documents import pages_of
-from activities.errors import to_application_error
-from activities.provider import chat, embed, stream_chat
+from activities.errors import kind_of
+from activities.metrics import record_attempt
+from activities.provider import CallLimits, chat, embed, stream_chat
 from activities.reporting import StepReporter
 from longtask.models import StepRequest, StepResult
-from longtask.policies import StepKind
+from longtask.policies import ErrorKind, StepKind
 from longtask.text import EMBED_BATCH, chunks_of, embed_batches
 
 KEY_PASSAGES = 3
 # What the key passages are chosen for: the chunks nearest to this in embedding space.
 KEY_PASSAGE_QUERY = "main findings, figures, risks, decisions and open questions"
+
+Answer = TypeVar("Answer")
 
 
 def _cosine(a: list[float], b: list[float]) -> float:
@@ -41,20 +46,26 @@ async def read_document(request: StepRequest) -> list[str]:
 
 async def run_bounded(
     indexes: Iterable[int], limit: int, work: Callable[[int], Awaitable[None]]
-) -> None:
-    """Run ``work`` on each index, ``limit`` at a time; the first failure cancels the rest."""
+) -> list[ProviderFailure]:
+    """Run ``work`` on each index, ``limit`` at a time, and return the provider failures.
+
+    After the first failure, or once the worker starts shutting down, no new call starts, but
+    calls already in flight finish: their answers are paid for and are kept.
+    """
     gate = asyncio.Semaphore(limit)
+    failures: list[ProviderFailure] = []
 
     async def one(index: int) -> None:
         async with gate:
-            await work(index)
+            if failures or activity.is_worker_shutdown():
+                return
+            try:
+                await work(index)
+            except ProviderFailure as failure:
+                failures.append(failure)
 
-    try:
-        async with asyncio.TaskGroup() as group:
-            for index in indexes:
-                group.create_task(one(index))
-    except BaseExceptionGroup as failures:
-        raise failures.exceptions[0] from None
+    await asyncio.gather(*(one(index) for index in indexes))
+    return failures
 
 
 class DocumentSteps:
@@ -82,104 +93,136 @@ class DocumentSteps:
             self._signal_seconds,
         )
 
-    def _timeout(self, request: StepRequest, kind: StepKind) -> float:
-        return request.policy.attempt_timeout(kind.task_type, activity.info().attempt - 1)
-
-    async def _guarded(self, where: str, call: Awaitable[Any]) -> Any:
+    async def _attempt(
+        self,
+        request: StepRequest,
+        kind: StepKind,
+        reporter: StepReporter,
+        item: int,
+        where: str,
+        call: Callable[[CallLimits], Awaitable[Answer]],
+    ) -> Answer:
+        """One provider attempt of one call, under that call's own attempt's limits."""
+        policy = request.policy
+        attempt = reporter.ledger.attempt_of(item)
+        limits = CallLimits(
+            total=policy.attempt_timeout(kind.task_type, attempt),
+            first_chunk=policy.first_chunk_limit(kind.task_type, attempt),
+            stall=policy.stall_seconds,
+        )
+        started = time.monotonic()
+        status = "success"
         try:
-            return await call
+            return await call(limits)
         except asyncio.CancelledError:
+            status = "cancelled"
             raise
         except Exception as error:
-            raise to_application_error(error, where, self._api_key) from error
+            status = "timeout" if kind_of(error) is ErrorKind.TIMEOUT else "error"
+            raise ProviderFailure(item, where, error) from error
+        finally:
+            if status != "cancelled":
+                reporter.ledger.stats.add(status)
+                record_attempt(
+                    request.task_id,
+                    kind.value,
+                    attempt + 1,
+                    limits.total,
+                    status,
+                    time.monotonic() - started,
+                )
+
+    async def _run_calls(
+        self,
+        request: StepRequest,
+        reporter: StepReporter,
+        total: int,
+        work: Callable[[int], Awaitable[None]],
+    ) -> None:
+        """Make every call not done yet; fail the step as the attempts say, or hand it over."""
+        todo = [item for item in range(total) if item not in reporter.outputs]
+        failures = await run_bounded(todo, request.call_concurrency, work)
+        if failures:
+            raise step_failure(failures, reporter.ledger, request.policy, self._api_key)
+        if len(reporter.outputs) < total:
+            raise handover(len(reporter.outputs), total, request.policy, reporter.ledger.stats)
+
+    def _result(self, kind: StepKind, request: StepRequest, reporter: StepReporter,
+                outputs: list[str]) -> StepResult:  # fmt: skip
+        return StepResult(
+            kind=kind,
+            document=request.document.index,
+            outputs=outputs,
+            usage=reporter.usage,
+            stats=reporter.ledger.stats,
+        )
 
     @activity.defn(name="embed_chunks")
     async def embed_chunks(self, request: StepRequest) -> StepResult:
         """Embed every chunk and pick the passages nearest to what a report needs."""
         chunks = chunks_of(await read_document(request))
         batches = embed_batches(len(chunks))
-        timeout = self._timeout(request, StepKind.EMBED)
         async with self._reporter(request, StepKind.EMBED, batches) as reporter:
 
             async def one(batch: int) -> None:
-                texts = chunks[batch * EMBED_BATCH : (batch + 1) * EMBED_BATCH]
+                texts = [
+                    KEY_PASSAGE_QUERY,
+                    *chunks[batch * EMBED_BATCH : (batch + 1) * EMBED_BATCH],
+                ]
                 where = f"embed batch {batch + 1}/{batches} of {request.document.name}"
-                vectors, tokens = await self._guarded(
-                    where, embed(self._llm, request.model, [KEY_PASSAGE_QUERY, *texts], timeout)
-                )
+                vectors, tokens = await self._attempt(
+                    request, StepKind.EMBED, reporter, batch, where,
+                    lambda limits: embed(self._llm, request.model, texts, limits),
+                )  # fmt: skip
                 scores = [_cosine(vectors[0], vector) for vector in vectors[1:]]
                 reporter.item_done(batch, json.dumps(scores), request.model, tokens, 0)
 
-            todo = [b for b in range(batches) if b not in reporter.outputs]
-            await run_bounded(todo, request.call_concurrency, one)
+            await self._run_calls(request, reporter, batches, one)
             scores = [s for b in range(batches) for s in json.loads(reporter.outputs[b])]
         nearest = sorted(range(len(chunks)), key=lambda i: scores[i], reverse=True)
         passages = [chunks[i] for i in sorted(nearest[:KEY_PASSAGES])]
-        return StepResult(
-            kind=StepKind.EMBED,
-            document=request.document.index,
-            outputs=passages,
-            usage=reporter.usage,
-            attempts=activity.info().attempt,
-        )
+        return self._result(StepKind.EMBED, request, reporter, passages)
 
     @activity.defn(name="summarize_pages")
     async def summarize_pages(self, request: StepRequest) -> StepResult:
         """Summarize each page, several calls at a time."""
         pages = await read_document(request)
-        timeout = self._timeout(request, StepKind.SUMMARIZE)
         async with self._reporter(request, StepKind.SUMMARIZE, len(pages)) as reporter:
 
             async def one(page: int) -> None:
                 where = f"summarize page {page + 1}/{len(pages)} of {request.document.name}"
                 messages = prompts.summarize_page(request.document.name, page, pages[page])
-                answer = await self._guarded(
-                    where, chat(self._llm, request.model, messages, timeout)
-                )
+                answer = await self._attempt(
+                    request, StepKind.SUMMARIZE, reporter, page, where,
+                    lambda limits: chat(self._llm, request.model, messages, limits),
+                )  # fmt: skip
                 reporter.item_done(
                     page, answer.text, request.model, answer.prompt_tokens, answer.completion_tokens
                 )
 
-            todo = [p for p in range(len(pages)) if p not in reporter.outputs]
-            await run_bounded(todo, request.call_concurrency, one)
-        return StepResult(
-            kind=StepKind.SUMMARIZE,
-            document=request.document.index,
-            outputs=[reporter.outputs[p] for p in range(len(pages))],
-            usage=reporter.usage,
-            attempts=activity.info().attempt,
-        )
+            await self._run_calls(request, reporter, len(pages), one)
+        outputs = [reporter.outputs[p] for p in range(len(pages))]
+        return self._result(StepKind.SUMMARIZE, request, reporter, outputs)
 
     async def _streamed_step(
         self, request: StepRequest, kind: StepKind, messages: prompts.Messages
     ) -> StepResult:
-        timeout = self._timeout(request, kind)
-        idle = activity.info().heartbeat_timeout or activity.info().start_to_close_timeout
-        idle_seconds = idle.total_seconds() if idle else timeout
         async with self._reporter(request, kind, 1) as reporter:
-            if 0 not in reporter.outputs:
+
+            async def one(item: int) -> None:
                 where = f"{kind.value} step of {request.document.name}"
-                answer = await self._guarded(
-                    where,
-                    stream_chat(
-                        self._llm,
-                        request.model,
-                        messages,
-                        timeout,
-                        idle_seconds,
-                        reporter.streaming,
+                answer = await self._attempt(
+                    request, kind, reporter, item, where,
+                    lambda limits: stream_chat(
+                        self._llm, request.model, messages, limits, reporter.streaming
                     ),
-                )
+                )  # fmt: skip
                 reporter.item_done(
-                    0, answer.text, request.model, answer.prompt_tokens, answer.completion_tokens
+                    item, answer.text, request.model, answer.prompt_tokens, answer.completion_tokens
                 )
-        return StepResult(
-            kind=kind,
-            document=request.document.index,
-            outputs=[reporter.outputs[0]],
-            usage=reporter.usage,
-            attempts=activity.info().attempt,
-        )
+
+            await self._run_calls(request, reporter, 1, one)
+        return self._result(kind, request, reporter, [reporter.outputs[0]])
 
     @activity.defn(name="reason_across_pages")
     async def reason_across_pages(self, request: StepRequest) -> StepResult:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import starter
+from longtask.process_exit import exit_now
 from longtask.settings import SettingsError, load_settings
 from longtask.stack import down, up
 
@@ -39,4 +40,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -27,6 +27,30 @@ class ModelRoute(BaseModel):
         }[kind]
 
 
+class CallStats(BaseModel):
+    """Provider call attempts of a step or a task, by outcome."""
+
+    attempts: int = 0
+    successes: int = 0
+    timeouts: int = 0
+    errors: int = 0
+
+    def add(self, status: str) -> None:
+        self.attempts += 1
+        if status == "success":
+            self.successes += 1
+        elif status == "timeout":
+            self.timeouts += 1
+        else:
+            self.errors += 1
+
+    def merge(self, other: CallStats) -> None:
+        self.attempts += other.attempts
+        self.successes += other.successes
+        self.timeouts += other.timeouts
+        self.errors += other.errors
+
+
 class TaskInput(BaseModel):
     task_id: str
     paths: list[str] = Field(min_length=1)
@@ -70,7 +94,7 @@ class StepResult(BaseModel):
     document: int
     outputs: list[str]
     usage: TokenUsage
-    attempts: int = 1
+    stats: CallStats = Field(default_factory=CallStats)
 
 
 class ProgressEvent(BaseModel):
@@ -83,6 +107,7 @@ class ProgressEvent(BaseModel):
     done_items: list[int] = Field(default_factory=list)
     attempt: int = 1
     retrying: bool = False
+    stats: CallStats = Field(default_factory=CallStats)
 
 
 class DocumentReport(BaseModel):
@@ -102,6 +127,7 @@ class TaskStatus(BaseModel):
     usage: TokenUsage
     cost_so_far: float
     retrying_steps: list[str] = Field(default_factory=list)
+    calls: dict[StepKind, CallStats] = Field(default_factory=dict)
 
 
 class TaskResult(BaseModel):
@@ -110,3 +136,4 @@ class TaskResult(BaseModel):
     documents: list[DocumentReport]
     usage: TokenUsage
     cost_so_far: float
+    calls: dict[StepKind, CallStats] = Field(default_factory=dict)

@@ -60,7 +60,12 @@ def default_multipliers() -> dict[TaskType, float]:
 
 
 class TimeoutPolicy(BaseModel):
-    """Per-attempt timeouts growing x2 up to a cap, and exponential waits between attempts."""
+    """Per-attempt timeouts growing x2 up to a cap, and exponential waits between attempts.
+
+    Attempts here are provider attempts of one call. A worker that dies or shuts down is not a
+    provider failure: its step is handed to another worker after ``worker_loss_retry_seconds``
+    and uses up none of the call's attempts nor waits its backoff.
+    """
 
     base_timeout_seconds: float = Field(30.0, gt=0)
     max_timeout_seconds: float = Field(300.0, gt=0)
@@ -69,6 +74,15 @@ class TimeoutPolicy(BaseModel):
     backoff_first_seconds: float = Field(5.0, gt=0)
     backoff_coefficient: float = Field(2.0, ge=1.0)
     backoff_max_seconds: float = Field(60.0, gt=0)
+    # A call that sends nothing for this long is hung: cut and retried. The first chunk may take
+    # longer on later attempts (x2 each, up to the attempt's timeout) for slow-thinking models.
+    stall_seconds: float = Field(2.0, gt=0)
+    # 429: wait what the provider asks, at most this long; or stop at once, as the article did.
+    rate_limit_max_wait_seconds: float = Field(60.0, gt=0)
+    rate_limit_max_waits: int = Field(6, ge=0)
+    stop_on_rate_limit: bool = False
+    worker_loss_retry_seconds: float = Field(0.2, gt=0)
+    max_worker_losses: int = Field(10, ge=0)
 
     @property
     def max_attempts(self) -> int:
@@ -88,13 +102,22 @@ class TimeoutPolicy(BaseModel):
         wait = self.backoff_first_seconds * self.backoff_coefficient**attempt
         return float(min(wait, self.backoff_max_seconds))
 
+    def first_chunk_limit(self, task_type: TaskType, attempt: int) -> float:
+        """How long attempt ``attempt`` may wait for a first answer before it counts as hung."""
+        grown = float(self.stall_seconds * 2**attempt)
+        return min(grown, self.attempt_timeout(task_type, attempt))
+
     def retry_policy(self) -> RetryPolicy:
-        """The same rule as a Temporal RetryPolicy: Temporal is the only layer that retries."""
+        """Temporal's side of the rule.
+
+        Provider failures set their own wait (5, 10, 20 s, or the provider's Retry-After) through
+        ``next_retry_delay`` and are counted per call in heartbeat details, so the policy's own
+        interval is the short one a lost worker gets. Its attempt cap bounds everything at once.
+        """
         return RetryPolicy(
-            initial_interval=timedelta(seconds=self.backoff_first_seconds),
-            backoff_coefficient=self.backoff_coefficient,
-            maximum_interval=timedelta(seconds=self.backoff_max_seconds),
-            maximum_attempts=self.max_attempts,
+            initial_interval=timedelta(seconds=self.worker_loss_retry_seconds),
+            backoff_coefficient=1.0,
+            maximum_attempts=self.max_attempts + self.rate_limit_max_waits + self.max_worker_losses,
             non_retryable_error_types=sorted(kind.value for kind in NON_RETRYABLE_KINDS),
         )
 

@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from longtask.policies import TimeoutPolicy
+
 ENV_PREFIX = "LTM_"
 
 
@@ -48,6 +50,13 @@ class Settings(BaseSettings):
     # Detects a dead worker or a stuck event loop; recovery after SIGKILL takes about this long
     # plus the retry wait. Shorter means faster recovery and more heartbeat traffic.
     heartbeat_timeout_seconds: float = Field(2.0, gt=0.1, le=120)
+    # A provider call silent this long is hung and cut (default: the heartbeat timeout).
+    stall_timeout_seconds: float | None = Field(None, gt=0, le=600)
+    # 429: wait what the provider asks, up to this long; or stop the step at once.
+    rate_limit_max_wait_seconds: float = Field(60.0, gt=0, le=3600)
+    stop_on_rate_limit: bool = False
+    # Where the worker serves Prometheus metrics (0 turns them off).
+    metrics_port: int = Field(9464, ge=0, le=65535)
     # How often a running step tells its workflow how far it got (each signal is history).
     progress_signal_seconds: float = Field(1.0, gt=0, le=60)
     # Documents of one task processed at once, and LLM calls in flight inside one step.
@@ -85,6 +94,13 @@ class Settings(BaseSettings):
                 f"must be an http(s) URL such as http://127.0.0.1:8000/v1, got {value!r}"
             )
         return value.rstrip("/")
+
+    def timeout_policy(self) -> TimeoutPolicy:
+        return TimeoutPolicy(
+            stall_seconds=self.stall_timeout_seconds or self.heartbeat_timeout_seconds,
+            rate_limit_max_wait_seconds=self.rate_limit_max_wait_seconds,
+            stop_on_rate_limit=self.stop_on_rate_limit,
+        )
 
     @property
     def temporal_host_port(self) -> tuple[str, int]:

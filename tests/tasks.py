@@ -17,16 +17,25 @@ from longtask.policies import TimeoutPolicy
 from longtask.settings import Settings
 from starter import start_task, task_input
 
-# Waits between attempts shrunk so retries take a second, not a minute; the numbers themselves
-# are pinned in test_policies.py.
-FAST_POLICY = TimeoutPolicy(backoff_first_seconds=0.3, backoff_max_seconds=2.0)
+# Waits between attempts shrunk to 1, 2, 4 s so retries take seconds, not a minute; the numbers
+# themselves are pinned in test_policies.py. (The dev server fires retry timers about a second
+# late at the earliest, so shorter waits would all look alike.)
+FAST_WAITS = {"backoff_first_seconds": 1.0, "backoff_max_seconds": 4.0}
 
 
 async def start(
-    client: Client, settings: Settings, paths: list[Path], **overrides: Any
+    client: Client,
+    settings: Settings,
+    paths: list[Path],
+    policy: dict[str, Any] | None = None,
+    **overrides: Any,
 ) -> tuple[TaskInput, WorkflowHandle[Any, TaskResult]]:
+    """Start a task as starter.py does, with faster retry waits and any policy changes."""
     task = task_input(settings, [str(p) for p in paths], None)
-    task = task.model_copy(update={"policy": FAST_POLICY, **overrides})
+    changed = TimeoutPolicy.model_validate(
+        {**task.policy.model_dump(), **FAST_WAITS, **(policy or {})}
+    )
+    task = task.model_copy(update={"policy": changed, **overrides})
     await start_task(client, settings, task)
     return task, client.get_workflow_handle(task.task_id, result_type=TaskResult)
 

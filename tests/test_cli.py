@@ -60,7 +60,7 @@ async def test_start_status_and_cancel(
         status = json.loads(shown.stdout)
         if status["total"] > 0 or time.monotonic() > deadline:
             break
-    assert set(status) == RECORD_FIELDS | {"state"}
+    assert set(status) == RECORD_FIELDS | {"state", "calls"}
     assert status["state"] == "running"
     assert status["task_id"] == task_id
     assert 0 <= status["progress"] < 100

@@ -37,13 +37,20 @@ def test_waits_between_attempts_are_5_10_20_capped_at_60() -> None:
     assert POLICY.max_attempts == 4
 
 
-def test_temporal_retry_policy_reproduces_the_rule() -> None:
+def test_temporal_retry_policy_hands_lost_workers_over_at_once() -> None:
     retry = POLICY.retry_policy()
-    assert retry.initial_interval == timedelta(seconds=5)
-    assert retry.backoff_coefficient == 2.0
-    assert retry.maximum_interval == timedelta(seconds=60)
-    assert retry.maximum_attempts == 4
+    # Provider failures set their own wait (next_retry_delay); this interval is a lost worker's.
+    assert retry.initial_interval == timedelta(seconds=0.2)
+    assert retry.backoff_coefficient == 1.0
+    # 4 provider attempts + 6 rate-limit waits + 10 lost workers, at the most.
+    assert retry.maximum_attempts == 20
     assert sorted(retry.non_retryable_error_types or []) == ["AUTH_FAILED", "INVALID_REQUEST"]
+
+
+def test_a_hung_call_is_cut_at_the_stall_limit_growing_per_attempt() -> None:
+    assert [POLICY.first_chunk_limit(TaskType.REASONING, a) for a in range(4)] == [2, 4, 8, 16]
+    tight = TimeoutPolicy(base_timeout_seconds=1, stall_seconds=2)
+    assert tight.first_chunk_limit(TaskType.DEFAULT, 0) == 1  # never past the attempt's timeout
 
 
 def test_only_invalid_requests_and_auth_failures_stop_at_once() -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,20 +17,21 @@ from temporalio.client import Client
 from longtask.settings import Settings
 from longtask.states import TaskState
 from tests.conftest import ROOT
-from tests.servers import LlmServer
+from tests.servers import LlmServer, free_port
 from tests.tasks import start, wait_for_status, write_documents
 
 
 class WorkerProcess:
     """`python worker.py` in its own process, configured like a user would: by environment."""
 
-    def __init__(self, settings: Settings, log: Path) -> None:
+    def __init__(self, settings: Settings, log: Path, metrics_port: int = 0) -> None:
         env = {
             **os.environ,
             "LTM_TEMPORAL_ADDRESS": settings.temporal_address,
             "LTM_TASK_QUEUE": settings.task_queue,
             "LTM_REDIS_URL": settings.redis_url,
             "LTM_LLM_BASE_URL": settings.llm_base_url,
+            "LTM_METRICS_PORT": str(metrics_port),
         }
         self.log = log
         with log.open("ab") as sink:
@@ -43,6 +46,12 @@ class WorkerProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(timeout=30)
+
+
+def read_metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text: str = response.read().decode()
+        return text
 
 
 @pytest.fixture
@@ -65,18 +74,23 @@ async def test_sigkill_mid_task_then_a_new_worker_finishes_it(
     paths = write_documents(tmp_path / "docs", count=documents, pages=pages)
     first = WorkerProcess(settings, tmp_path / "first.log")
     workers.append(first)
-    _task, handle = await start(client, settings, paths, call_concurrency=2)
+    task, handle = await start(client, settings, paths, call_concurrency=2)
 
     before = await wait_for_status(handle, lambda s: 10 <= s.record.step < s.record.total - 6)
     first.process.send_signal(signal.SIGKILL)
     assert first.process.wait(timeout=10) == -signal.SIGKILL
     killed_at_step = before.record.step
 
-    workers.append(WorkerProcess(settings, tmp_path / "second.log"))
+    metrics_port = free_port()
+    workers.append(WorkerProcess(settings, tmp_path / "second.log", metrics_port))
     result = await handle.result()
 
     assert result.state is TaskState.COMPLETED
     assert all(d.state is TaskState.COMPLETED for d in result.documents)
+    metrics = await asyncio.to_thread(read_metrics, metrics_port)
+    assert f'task_id="{task.task_id}"' in metrics
+    assert "ltm_provider_attempts_total{" in metrics
+    assert 'status="success"' in metrics
     status = await wait_for_status(handle, lambda s: s.state is TaskState.COMPLETED)
     assert status.record.step == status.record.total
     # Finished calls survived in heartbeat details: only calls in flight at the kill (2 per
@@ -85,7 +99,9 @@ async def test_sigkill_mid_task_then_a_new_worker_finishes_it(
     repeated = llm.count("/chat/completions") - documents * (pages + 2)
     assert 0 <= repeated <= 2 * 2 * documents
     assert repeated < killed_at_step
-    assert TaskState.RETRYING in [t.target for t in status.transitions]
+    # A lost worker is no provider failure: no retrying state, no attempt used up.
+    assert TaskState.RETRYING not in [t.target for t in status.transitions]
+    assert all(stats.errors == stats.timeouts == 0 for stats in status.calls.values())
 
 
 async def test_sigterm_lets_the_worker_finish_its_steps_and_exit(
@@ -110,3 +126,6 @@ async def test_sigterm_lets_the_worker_finish_its_steps_and_exit(
     workers.append(WorkerProcess(settings, tmp_path / "second.log"))
     result = await handle.result()
     assert result.state is TaskState.COMPLETED
+    # Calls in flight at SIGTERM finished and were kept: nothing was asked twice.
+    assert llm.count("/chat/completions") == 4 + 2
+    assert "handed over" in (await handle.fetch_history()).to_json()

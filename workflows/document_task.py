@@ -7,6 +7,7 @@ happens in an activity. Activity names are stable strings; renaming one breaks r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from longtask.cost import TokenUsage
     from longtask.models import (
+        CallStats,
         DocumentRef,
         DocumentReport,
         LoadRequest,
@@ -46,12 +48,14 @@ with workflow.unsafe.imports_passed_through():
         step_calls,
     )
 
+KIND_OF_ACTIVITY: dict[str, StepKind] = {}
 ACTIVITY_OF_STEP = {
     StepKind.EMBED: "embed_chunks",
     StepKind.SUMMARIZE: "summarize_pages",
     StepKind.REASON: "reason_across_pages",
     StepKind.REPORT: "write_report",
 }
+KIND_OF_ACTIVITY.update({name: kind for kind, name in ACTIVITY_OF_STEP.items()})
 # Mirror writes are advisory: a few quick tries, then the task goes on without them.
 MIRROR_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=3)
 MIRROR_TIMEOUT = timedelta(seconds=5)
@@ -67,6 +71,7 @@ class DocumentTaskWorkflow:
         self._documents: list[DocumentRef] = []
         self._reports: dict[int, DocumentReport] = {}
         self._usage = TokenUsage()
+        self._stats: dict[str, CallStats] = {}
         self._step_results: list[dict[str, Any]] = []
         self._messages: list[dict[str, Any]] = []
         self._finished_steps: set[str] = set()
@@ -81,7 +86,10 @@ class DocumentTaskWorkflow:
     @workflow.run
     async def run(self, task: TaskInput) -> TaskResult:
         self._go(TaskState.RUNNING, "worker picked the task up")
-        pump = asyncio.gather(self._mirror_pump(), self._mirror_ticker())
+        pump = [
+            asyncio.create_task(self._mirror_pump()),
+            asyncio.create_task(self._mirror_ticker()),
+        ]
         try:
             await asyncio.wait_for(self._work(), timeout=task.deadline_seconds)
         except TimeoutError:
@@ -125,7 +133,9 @@ class DocumentTaskWorkflow:
                     document, StepKind.REPORT, summaries=summaries, analysis=analysis.outputs[0]
                 )
             except ActivityError as error:
-                message = str(error.cause) if error.cause else str(error)
+                self._book_failed_step(document, error)
+                cause = error.cause
+                message = cause.message if isinstance(cause, ApplicationError) else str(error)
                 self._reports[document.index] = DocumentReport(
                     name=document.name, state=TaskState.FAILED, error=message
                 )
@@ -170,12 +180,30 @@ class DocumentTaskWorkflow:
         self._step_finished(document, kind, request.model, result)
         return result
 
+    def _book_failed_step(self, document: DocumentRef, error: ActivityError) -> None:
+        """Keep the attempts a step made before it failed for good."""
+        kind = KIND_OF_ACTIVITY.get(error.activity_type or "")
+        cause = error.cause
+        if kind is None or not isinstance(cause, ApplicationError) or not cause.details:
+            return
+        with contextlib.suppress(ValueError):
+            stats = CallStats.model_validate(cause.details[0])
+            self._stats[f"{document.index}:{kind.value}"] = stats
+
+    def _calls_by_kind(self) -> dict[StepKind, CallStats]:
+        totals: dict[StepKind, CallStats] = {}
+        for key, stats in self._stats.items():
+            kind = StepKind(key.split(":", 1)[1])
+            totals.setdefault(kind, CallStats()).merge(stats)
+        return totals
+
     def _step_finished(
         self, document: DocumentRef, kind: StepKind, model: str, result: StepResult
     ) -> None:
         key = f"{document.index}:{kind.value}"
         self._finished_steps.add(key)
         self._retrying.discard(key)
+        self._stats[key] = result.stats
         complete_step(self._tree, document, kind)
         self._usage.merge(result.usage)
         self._last_model = model
@@ -200,6 +228,7 @@ class DocumentTaskWorkflow:
         if key in self._finished_steps or not 0 <= event.document < len(self._documents):
             return
         apply_event(self._tree, self._documents[event.document], event)
+        self._stats[key] = event.stats
         if event.retrying:
             self._retrying.add(key)
         else:
@@ -240,6 +269,7 @@ class DocumentTaskWorkflow:
             usage=self._usage,
             cost_so_far=self._usage.cost(),
             retrying_steps=sorted(self._retrying),
+            calls=self._calls_by_kind(),
         )
 
     def _follow_retries(self) -> None:
@@ -339,9 +369,12 @@ class DocumentTaskWorkflow:
         except ActivityError as failure:
             workflow.logger.warning("checkpoint %s not mirrored: %s", checkpoint.id, failure)
 
-    async def _end(self, pump: asyncio.Future[Any], state: TaskState, reason: str) -> TaskResult:
+    async def _end(
+        self, pump: list[asyncio.Task[None]], state: TaskState, reason: str
+    ) -> TaskResult:
         """Enter a terminal state, write the last checkpoint, and answer or raise accordingly."""
-        pump.cancel()
+        for task in pump:
+            task.cancel()
         self._go(state, reason)
         error = None if state is TaskState.COMPLETED else reason
         await self._write_checkpoint(self._record(), error=error)
@@ -351,6 +384,7 @@ class DocumentTaskWorkflow:
             documents=[self._reports[i] for i in sorted(self._reports)],
             usage=self._usage,
             cost_so_far=self._usage.cost(),
+            calls=self._calls_by_kind(),
         )
         if state in (TaskState.COMPLETED, TaskState.CANCELLED):
             return result

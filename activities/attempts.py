@@ -1,0 +1,110 @@
+"""Provider attempts of each call of a step, and how a step fails: at once, or retried later.
+
+The ledger lives in heartbeat details, so it survives retries and workers: a call's attempt
+count grows only with its own provider failures, never with a lost worker.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import BaseModel, Field
+from temporalio.exceptions import ApplicationError
+
+from activities.errors import kind_of, provider_message, retry_after_seconds
+from longtask.models import CallStats
+from longtask.policies import NON_RETRYABLE_KINDS, ErrorKind, TimeoutPolicy
+
+WORKER_SHUTDOWN = "WORKER_SHUTDOWN"
+
+
+class ProviderFailure(Exception):
+    """One failed provider call of a step, with what it was doing."""
+
+    def __init__(self, item: int, where: str, error: BaseException) -> None:
+        super().__init__(f"{where}: {error}")
+        self.item = item
+        self.where = where
+        self.error = error
+        self.kind = kind_of(error)
+
+
+class AttemptLedger(BaseModel):
+    """Per call (by item index): provider failures so far and rate-limit waits so far."""
+
+    failures: dict[int, int] = Field(default_factory=dict)
+    rate_limit_waits: dict[int, int] = Field(default_factory=dict)
+    stats: CallStats = Field(default_factory=CallStats)
+
+    def attempt_of(self, item: int) -> int:
+        """0-based provider attempt the next call of ``item`` makes."""
+        return self.failures.get(item, 0)
+
+    @property
+    def has_failures(self) -> bool:
+        return any(self.failures.values()) or any(self.rate_limit_waits.values())
+
+
+def _message(failure: ProviderFailure, secret: str, note: str = "") -> str:
+    return f"{failure.where}: {failure.kind.value}: {provider_message(failure.error, secret)}{note}"
+
+
+def step_failure(
+    failures: list[ProviderFailure], ledger: AttemptLedger, policy: TimeoutPolicy, secret: str
+) -> ApplicationError:
+    """Book each failed call, then say how the step fails.
+
+    Non-retryable kinds and calls out of attempts fail the step for good. Otherwise it is
+    retried after the longest wait any failed call needs: its backoff (5, 10, 20 s) or the
+    provider's Retry-After, bounded.
+    """
+    waits: list[float] = []
+    fatal: tuple[ProviderFailure, str] | None = None
+    for failure in failures:
+        item = failure.item
+        waited = ledger.rate_limit_waits.get(item, 0)
+        may_wait = not policy.stop_on_rate_limit and waited < policy.rate_limit_max_waits
+        if failure.kind is ErrorKind.RATE_LIMITED and may_wait:
+            ledger.rate_limit_waits[item] = waited + 1
+            asked = retry_after_seconds(failure.error)
+            wait = policy.wait_before_retry(0) if asked is None else asked
+            waits.append(min(wait, policy.rate_limit_max_wait_seconds))
+            continue
+        stop_now = failure.kind in NON_RETRYABLE_KINDS or (
+            failure.kind is ErrorKind.RATE_LIMITED and policy.stop_on_rate_limit
+        )
+        if stop_now:
+            fatal = fatal or (failure, "")
+            continue
+        ledger.failures[item] = ledger.failures.get(item, 0) + 1
+        failed = ledger.failures[item]
+        if failed >= policy.max_attempts:
+            fatal = fatal or (failure, f" (gave up after {failed} attempts)")
+        else:
+            # A 503 often names its own Retry-After: never retry sooner than the provider asks.
+            asked = retry_after_seconds(failure.error) or 0.0
+            backoff = policy.wait_before_retry(failed - 1)
+            waits.append(max(backoff, min(asked, policy.rate_limit_max_wait_seconds)))
+    details = ledger.stats.model_dump()
+    if fatal is not None:
+        failure, note = fatal
+        return ApplicationError(
+            _message(failure, secret, note), details, type=failure.kind.value, non_retryable=True
+        )
+    first = failures[0]
+    return ApplicationError(
+        _message(first, secret),
+        details,
+        type=first.kind.value,
+        next_retry_delay=timedelta(seconds=max(waits)),
+    )
+
+
+def handover(done: int, total: int, policy: TimeoutPolicy, stats: CallStats) -> ApplicationError:
+    """The step stops because its worker shuts down; another worker takes it at once."""
+    return ApplicationError(
+        f"worker shutting down: handed over with {done} of {total} calls done",
+        stats.model_dump(),
+        type=WORKER_SHUTDOWN,
+        next_retry_delay=timedelta(seconds=policy.worker_loss_retry_seconds),
+    )

@@ -1,0 +1,30 @@
+"""Prometheus metrics of provider attempts, exported by the worker on ``/metrics``."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PROVIDER_ATTEMPTS = Counter(
+    "ltm_provider_attempts",
+    "Provider call attempts, by task, step kind, attempt number and outcome.",
+    ["task_id", "step", "attempt", "status"],
+)
+ATTEMPT_TIMEOUT = Gauge(
+    "ltm_provider_attempt_timeout_seconds",
+    "Timeout the attempt ran under.",
+    ["task_id", "step", "attempt"],
+)
+ATTEMPT_DURATION = Histogram(
+    "ltm_provider_attempt_duration_seconds",
+    "How long provider attempts took, by step kind and outcome.",
+    ["step", "status"],
+)
+
+
+def record_attempt(
+    task_id: str, step: str, attempt: int, timeout: float, status: str, seconds: float
+) -> None:
+    """One provider attempt: ``attempt`` is 1-based, ``status`` success, timeout or error."""
+    PROVIDER_ATTEMPTS.labels(task_id, step, str(attempt), status).inc()
+    ATTEMPT_TIMEOUT.labels(task_id, step, str(attempt)).set(timeout)
+    ATTEMPT_DURATION.labels(step, status).observe(seconds)

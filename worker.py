@@ -43,7 +43,11 @@ def build_worker(
     """
     heartbeat = timedelta(seconds=settings.heartbeat_timeout_seconds)
     steps = DocumentSteps(
-        llm, client, settings.llm_api_key.get_secret_value(), settings.progress_signal_seconds
+        llm,
+        client,
+        settings.llm_api_key.get_secret_value(),
+        settings.progress_signal_seconds,
+        redis,
     )
     mirror = MirrorActivities(redis)
     return Worker(

@@ -21,6 +21,17 @@ ATTEMPT_DURATION = Histogram(
 )
 
 
+STREAM_TOKENS_SAVED = Counter(
+    "ltm_stream_tokens_saved",
+    "Completion tokens a resumed stream did not pay again (estimated), by step kind.",
+    ["step"],
+)
+
+
+def record_saved_tokens(step: str, tokens: int) -> None:
+    STREAM_TOKENS_SAVED.labels(step).inc(tokens)
+
+
 def record_attempt(
     task_id: str, step: str, attempt: int, timeout: float, status: str, seconds: float
 ) -> None:

@@ -12,6 +12,7 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 
 from activities.attempts import AttemptLedger
+from activities.continuation import join_continuation
 from longtask.cost import TokenUsage
 from longtask.models import ProgressEvent
 from longtask.policies import StepKind
@@ -75,6 +76,9 @@ class StepReporter:
         self.outputs: dict[int, str] = dict(previous.outputs) if previous else {}
         self.usage = previous.usage if previous else TokenUsage()
         self.ledger = previous.ledger if previous else AttemptLedger()
+        # Text a previous attempt streamed before it was cut: the retry continues from it.
+        self.resumed_text = (previous.partial_text or "") if previous else ""
+        self._partial_prefix = ""
         self._partial: list[str] = []
         self._chunks = 0
         self._signalled_done = -1
@@ -87,8 +91,17 @@ class StepReporter:
         self.usage.add(model, prompt, completion)
 
     def streaming(self, parts: list[str], chunks: int) -> None:
+        """Record the stream so far: ``parts`` is the live list the stream appends to."""
         self._partial = parts
         self._chunks = chunks
+
+    def continue_from(self, prefix: str) -> None:
+        """This attempt continues ``prefix``: the text so far starts with it."""
+        self._partial_prefix = prefix
+
+    def partial_text(self) -> str:
+        """The answer so far: resumed text joined with what this attempt has streamed."""
+        return join_continuation(self._partial_prefix, "".join(self._partial))
 
     def details(self) -> StepHeartbeat:
         done = len(self.outputs)
@@ -99,7 +112,7 @@ class StepReporter:
             time.monotonic() - self._started,
             {"document": self._document, "kind": self._kind.value, "attempt": self._attempt},
         )
-        partial = "".join(self._partial) if self._partial else None
+        partial = self.partial_text() or None
         return StepHeartbeat(
             record=record,
             outputs=self.outputs,

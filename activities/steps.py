@@ -11,15 +11,23 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 import openai
+from redis.asyncio import Redis
 from temporalio import activity
 from temporalio.client import Client
 
 from activities import prompts
 from activities.attempts import ProviderFailure, handover, step_failure
+from activities.continuation import (
+    continuation_messages,
+    estimate_tokens,
+    join_continuation,
+    worth_continuing,
+)
 from activities.documents import pages_of
 from activities.errors import kind_of
-from activities.metrics import record_attempt
-from activities.provider import CallLimits, chat, embed, stream_chat
+from activities.metrics import record_attempt, record_saved_tokens
+from activities.partials import PartialMirror
+from activities.provider import CallLimits, ChatAnswer, chat, embed, stream_chat
 from activities.reporting import StepReporter
 from longtask.models import StepRequest, StepResult
 from longtask.policies import ErrorKind, StepKind
@@ -77,9 +85,11 @@ class DocumentSteps:
         temporal: Client,
         api_key: str,
         signal_seconds: float,
+        redis: Redis | None = None,
     ) -> None:
         self._llm = llm
         self._temporal = temporal
+        self._redis = redis
         self._api_key = api_key
         self._signal_seconds = signal_seconds
 
@@ -207,21 +217,43 @@ class DocumentSteps:
     async def _streamed_step(
         self, request: StepRequest, kind: StepKind, messages: prompts.Messages
     ) -> StepResult:
+        """One streamed answer; a retry continues from the text the cut attempt left."""
+        where = f"{kind.value} step of {request.document.name}"
+        mirror = PartialMirror(
+            self._redis, request.task_id, {"document": request.document.name, "step": kind.value}
+        )
         async with self._reporter(request, kind, 1) as reporter:
+            saved_text = reporter.resumed_text or request.partial_response
+            resumed = saved_text if worth_continuing(saved_text) else ""
+            reporter.continue_from(resumed)
+            asked = continuation_messages(messages, resumed) if resumed else messages
+
+            def on_text(parts: list[str], chunks: int) -> None:
+                reporter.streaming(parts, chunks)
+                mirror.offer(reporter.partial_text(), chunks)
+
+            def call(limits: CallLimits) -> Awaitable[ChatAnswer]:
+                return stream_chat(self._llm, request.model, asked, limits, on_text)
 
             async def one(item: int) -> None:
-                where = f"{kind.value} step of {request.document.name}"
-                answer = await self._attempt(
-                    request, kind, reporter, item, where,
-                    lambda limits: stream_chat(
-                        self._llm, request.model, messages, limits, reporter.streaming
-                    ),
-                )  # fmt: skip
+                try:
+                    answer = await self._attempt(request, kind, reporter, item, where, call)
+                except ProviderFailure as failure:
+                    await mirror.failed(reporter.partial_text(), str(failure))
+                    raise
+                text = join_continuation(resumed, answer.text)
                 reporter.item_done(
-                    item, answer.text, request.model, answer.prompt_tokens, answer.completion_tokens
+                    item, text, request.model, answer.prompt_tokens, answer.completion_tokens
                 )
+                if resumed:
+                    saved = estimate_tokens(resumed)
+                    reporter.usage.add_saved(request.model, saved)
+                    record_saved_tokens(kind.value, saved)
 
-            await self._run_calls(request, reporter, 1, one)
+            try:
+                await self._run_calls(request, reporter, 1, one)
+            finally:
+                await mirror.close()
         return self._result(kind, request, reporter, [reporter.outputs[0]])
 
     @activity.defn(name="reason_across_pages")

@@ -17,16 +17,23 @@ class TokenUsage(BaseModel):
 
     prompt_tokens: dict[str, int] = Field(default_factory=dict)
     completion_tokens: dict[str, int] = Field(default_factory=dict)
+    # Completion tokens a resumed stream did not pay again (estimated); not part of the cost.
+    saved_completion_tokens: dict[str, int] = Field(default_factory=dict)
 
     def add(self, model: str, prompt: int, completion: int) -> None:
         self.prompt_tokens[model] = self.prompt_tokens.get(model, 0) + prompt
         self.completion_tokens[model] = self.completion_tokens.get(model, 0) + completion
+
+    def add_saved(self, model: str, tokens: int) -> None:
+        self.saved_completion_tokens[model] = self.saved_completion_tokens.get(model, 0) + tokens
 
     def merge(self, other: TokenUsage) -> None:
         for model, tokens in other.prompt_tokens.items():
             self.add(model, tokens, 0)
         for model, tokens in other.completion_tokens.items():
             self.add(model, 0, tokens)
+        for model, tokens in other.saved_completion_tokens.items():
+            self.add_saved(model, tokens)
 
     @property
     def total_tokens(self) -> int:

@@ -87,6 +87,8 @@ class StepRequest(BaseModel):
     summaries: list[str] = Field(default_factory=list)
     key_passages: list[str] = Field(default_factory=list)
     analysis: str = ""
+    # Text a streamed step of an earlier run had when it was cut, to continue from.
+    partial_response: str = ""
 
 
 class StepResult(BaseModel):

@@ -18,6 +18,7 @@ from activities.provider import make_client
 from longtask.connections import connect_redis
 from longtask.settings import Settings
 from tests.servers import LlmServer, RedisServer, tool
+from tests.workers import WorkerProcess
 from worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,3 +90,12 @@ async def worker(client: Client, settings: Settings, redis: Redis) -> AsyncItera
     async with running:
         yield running
     await llm_client.close()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    """Worker processes a test starts; stopped at its end, whatever happened."""
+    started: list[WorkerProcess] = []
+    yield started
+    for process in started:
+        process.stop()

@@ -3,63 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from temporalio.client import Client
 
 from longtask.settings import Settings
 from longtask.states import TaskState
-from tests.conftest import ROOT
 from tests.servers import LlmServer, free_port
 from tests.tasks import start, wait_for_status, write_documents
-
-
-class WorkerProcess:
-    """`python worker.py` in its own process, configured like a user would: by environment."""
-
-    def __init__(self, settings: Settings, log: Path, metrics_port: int = 0) -> None:
-        env = {
-            **os.environ,
-            "LTM_TEMPORAL_ADDRESS": settings.temporal_address,
-            "LTM_TASK_QUEUE": settings.task_queue,
-            "LTM_REDIS_URL": settings.redis_url,
-            "LTM_LLM_BASE_URL": settings.llm_base_url,
-            "LTM_METRICS_PORT": str(metrics_port),
-        }
-        self.log = log
-        with log.open("ab") as sink:
-            self.process = subprocess.Popen(
-                [sys.executable, str(ROOT / "worker.py")],
-                env=env,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=30)
-
-
-def read_metrics(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text: str = response.read().decode()
-        return text
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
+from tests.workers import WorkerProcess, read_metrics
 
 
 async def test_sigkill_mid_task_then_a_new_worker_finishes_it(

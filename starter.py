@@ -5,6 +5,10 @@ python starter.py start PATH...      start a task and print its id
 python starter.py watch ID           live progress of a running task
 python starter.py status ID [--json] the progress record plus the state
 python starter.py cancel ID          cancel a task (its checkpoints stay)
+python starter.py pause ID           start no new step until resumed
+python starter.py resume ID [--checkpoint CID]
+                                     continue a paused task, or start a new run of a failed,
+                                     cancelled, timed-out or terminated one from a checkpoint
 """
 
 from __future__ import annotations
@@ -19,13 +23,19 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 from temporalio.exceptions import ApplicationError, CancelledError
 
+from longtask.checkpoint_reader import load_checkpoint
 from longtask.checkpoints import ProgressSnapshot, progress_key
 from longtask.connections import connect_redis, connect_temporal
 from longtask.live_view import print_result, query_status, show_live
-from longtask.models import ModelRoute, TaskInput, TaskResult
+from longtask.models import ModelRoute, ResumePoint, TaskInput, TaskResult
 from longtask.process_exit import exit_now
 from longtask.settings import Settings, SettingsError, load_settings
 from longtask.states import TaskState
@@ -106,6 +116,56 @@ async def status_json(settings: Settings, client: Client, task_id: str) -> dict[
     return {**record.model_dump(mode="json"), "state": record.metadata.get("state", "unknown")}
 
 
+async def previous_input(handle: WorkflowHandle[Any, Any], client: Client) -> TaskInput:
+    """The input the task's last run started with, read from its history."""
+    history = await handle.fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    values = await client.data_converter.decode(started.input.payloads)
+    return TaskInput.model_validate(values[0])
+
+
+async def resume(
+    client: Client, settings: Settings, task_id: str, checkpoint_id: str | None
+) -> str:
+    """Continue a paused task, or start a new run of an ended one from a checkpoint."""
+    handle = client.get_workflow_handle(task_id)
+    description = await handle.describe()
+    if description.status == WorkflowExecutionStatus.RUNNING:
+        status = await query_status(handle)
+        if status is None or status.state is not TaskState.PAUSED:
+            raise UsageError(f"task {task_id} is running; only a paused or ended task resumes")
+        await handle.execute_update("resume", result_type=str)
+        return f"task {task_id} resumed"
+    if description.status == WorkflowExecutionStatus.COMPLETED:
+        raise UsageError(f"task {task_id} completed; there is nothing to resume")
+    redis = connect_redis(settings)
+    try:
+        checkpoint = await load_checkpoint(redis, task_id, checkpoint_id)
+    finally:
+        await redis.aclose()
+    if checkpoint is None:
+        which = checkpoint_id or "no checkpoint"
+        raise UsageError(f"task {task_id}: {which} found in Redis; see `status` or --checkpoint")
+    task = (await previous_input(handle, client)).model_copy(
+        update={
+            "resume_from": ResumePoint(
+                checkpoint_id=checkpoint.id, previous_run_id=description.run_id
+            )
+        }
+    )
+    new_run = await client.start_workflow(
+        DocumentTaskWorkflow.run,
+        task,
+        id=task_id,
+        task_queue=settings.task_queue,
+        memo={"resumed_from_run": description.run_id, "resumed_from_checkpoint": checkpoint.id},
+    )
+    return (
+        f"task {task_id}: new run {new_run.result_run_id} from checkpoint {checkpoint.id} "
+        f"({checkpoint.progress:.2f} %), after run {description.run_id}"
+    )
+
+
 async def watch(client: Client, task_id: str, console: Console) -> int:
     handle = client.get_workflow_handle(task_id, result_type=TaskResult)
     await show_live(handle, console)
@@ -147,6 +207,15 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 f"ETA {'unknown' if eta is None else f'{eta} s'}"
             )
         return 0
+    if args.command == "pause":
+        state = await client.get_workflow_handle(args.task_id).execute_update(
+            "pause", result_type=str
+        )
+        print(f"task {args.task_id} {state}")
+        return 0
+    if args.command == "resume":
+        print(await resume(client, settings, args.task_id, args.checkpoint))
+        return 0
     if args.command == "cancel":
         await client.get_workflow_handle(args.task_id).cancel()
         print(f"cancel requested for {args.task_id}")
@@ -166,6 +235,12 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("task_id")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     commands.add_parser("cancel", help="cancel a task").add_argument("task_id")
+    commands.add_parser("pause", help="start no new step until resumed").add_argument("task_id")
+    resumed = commands.add_parser(
+        "resume", help="continue a paused task, or rerun an ended one from a checkpoint"
+    )
+    resumed.add_argument("task_id")
+    resumed.add_argument("--checkpoint", help="checkpoint id to start from (default: the newest)")
     return root
 
 

@@ -61,6 +61,7 @@ def build_worker(
             steps.reason_across_pages,
             steps.write_report,
             mirror.write_checkpoint,
+            mirror.load_resume_state,
         ],
         max_heartbeat_throttle_interval=heartbeat / 4,
         default_heartbeat_throttle_interval=heartbeat / 4,

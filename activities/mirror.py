@@ -5,7 +5,9 @@ from __future__ import annotations
 from pydantic import BaseModel
 from redis.asyncio import Redis
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
+from longtask.checkpoint_reader import load_checkpoint
 from longtask.checkpoints import (
     CHECKPOINT_LIST_LENGTH,
     CHECKPOINT_TTL_SECONDS,
@@ -18,6 +20,7 @@ from longtask.checkpoints import (
     latest_key,
     progress_key,
 )
+from longtask.models import ResumeRequest, ResumeState, step_key
 
 # One script, so a reader never sees `latest` naming a checkpoint not yet written, and a slow
 # or retried writer holding an older checkpoint changes nothing. `latest` expires with the
@@ -66,6 +69,19 @@ async def write_checkpoint_to(redis: Redis, write: MirrorWrite) -> bool:
     return bool(written)
 
 
+def resume_state_of(checkpoint: Checkpoint) -> ResumeState:
+    """The finished steps and the cut stream a checkpoint records, ready to skip or continue."""
+    state = ResumeState()
+    for result in checkpoint.state.step_results:
+        if {"path", "step", "outputs"} <= result.keys():
+            state.results[step_key(result["path"], result["step"])] = list(result["outputs"])
+    partial_for = checkpoint.metadata.get("partial_for")
+    if checkpoint.partial_response and isinstance(partial_for, dict) and "path" in partial_for:
+        key = step_key(partial_for["path"], partial_for["step"])
+        state.partials[key] = checkpoint.partial_response
+    return state
+
+
 class MirrorActivities:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
@@ -73,3 +89,16 @@ class MirrorActivities:
     @activity.defn(name="write_checkpoint")
     async def write_checkpoint(self, write: MirrorWrite) -> bool:
         return await write_checkpoint_to(self._redis, write)
+
+    @activity.defn(name="load_resume_state")
+    async def load_resume_state(self, request: ResumeRequest) -> ResumeState:
+        """What the checkpoint a new run starts from says is done."""
+        checkpoint = await load_checkpoint(self._redis, request.task_id, request.checkpoint_id)
+        if checkpoint is None:
+            raise ApplicationError(
+                f"checkpoint {request.checkpoint_id} of task {request.task_id} is not in Redis "
+                "(expired, or Redis lost it); resume from another with --checkpoint",
+                type="CHECKPOINT_NOT_FOUND",
+                non_retryable=True,
+            )
+        return resume_state_of(checkpoint)

@@ -18,7 +18,6 @@ from temporalio import activity
 from activities.mirror import MirrorWrite, write_checkpoint_to
 from longtask.checkpoints import (
     Checkpoint,
-    CheckpointState,
     ProgressSnapshot,
     checkpoint_id_for,
     checkpoint_key,
@@ -41,14 +40,14 @@ async def write_partial(
     """One partial checkpoint derived from the task's latest; False if it could not be."""
     latest = await redis.get(latest_key(task_id))
     base_json = await redis.get(checkpoint_key(str(latest))) if latest else None
+    if base_json is None:
+        # Nothing to add the text to (Redis lost the mirror): the task's next checkpoint
+        # rebuilds it, and the text stays safe in the step's heartbeat details meanwhile.
+        return False
     snapshot_json = await redis.get(progress_key(task_id))
     now = datetime.now(UTC)
-    ms = next_checkpoint_ms(now, epoch_ms_of(str(latest)) if latest else 0)
-    base = (
-        Checkpoint.model_validate_json(base_json)
-        if base_json
-        else Checkpoint(id="", task_id=task_id, timestamp="", progress=0.0, state=CheckpointState())
-    )
+    ms = next_checkpoint_ms(now, epoch_ms_of(str(latest)))
+    base = Checkpoint.model_validate_json(base_json)
     checkpoint = base.model_copy(
         update={
             "id": checkpoint_id_for(task_id, ms),

@@ -219,8 +219,11 @@ class DocumentSteps:
     ) -> StepResult:
         """One streamed answer; a retry continues from the text the cut attempt left."""
         where = f"{kind.value} step of {request.document.name}"
+        document = request.document
         mirror = PartialMirror(
-            self._redis, request.task_id, {"document": request.document.name, "step": kind.value}
+            self._redis,
+            request.task_id,
+            {"document": document.name, "path": document.path, "step": kind.value},
         )
         async with self._reporter(request, kind, 1) as reporter:
             saved_text = reporter.resumed_text or request.partial_response

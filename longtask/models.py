@@ -51,6 +51,13 @@ class CallStats(BaseModel):
         self.errors += other.errors
 
 
+class ResumePoint(BaseModel):
+    """Where a new run of a task starts: a checkpoint of an earlier run."""
+
+    checkpoint_id: str
+    previous_run_id: str = ""
+
+
 class TaskInput(BaseModel):
     task_id: str
     paths: list[str] = Field(min_length=1)
@@ -60,6 +67,7 @@ class TaskInput(BaseModel):
     document_concurrency: int = 4
     call_concurrency: int = 8
     deadline_seconds: float = 24 * 3600
+    resume_from: ResumePoint | None = None
 
 
 class DocumentRef(BaseModel):
@@ -76,6 +84,22 @@ class DocumentRef(BaseModel):
 
 class LoadRequest(BaseModel):
     paths: list[str]
+
+
+class ResumeRequest(BaseModel):
+    task_id: str
+    checkpoint_id: str
+
+
+class ResumeState(BaseModel):
+    """What a checkpoint says is already done, keyed by ``step_key(path, step)``."""
+
+    results: dict[str, list[str]] = Field(default_factory=dict)
+    partials: dict[str, str] = Field(default_factory=dict)
+
+
+def step_key(path: str, step: StepKind | str) -> str:
+    return f"{path}|{StepKind(step).value}"
 
 
 class StepRequest(BaseModel):

@@ -32,11 +32,14 @@ with workflow.unsafe.imports_passed_through():
         DocumentReport,
         LoadRequest,
         ProgressEvent,
+        ResumeRequest,
+        ResumeState,
         StepRequest,
         StepResult,
         TaskInput,
         TaskResult,
         TaskStatus,
+        step_key,
     )
     from longtask.policies import StepKind, StepTimeouts
     from longtask.progress import CheckpointCadence, ProgressNode, ProgressRecord, build_record
@@ -59,6 +62,7 @@ KIND_OF_ACTIVITY.update({name: kind for kind, name in ACTIVITY_OF_STEP.items()})
 # Mirror writes are advisory: a few quick tries, then the task goes on without them.
 MIRROR_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=3)
 MIRROR_TIMEOUT = timedelta(seconds=5)
+MIRROR_RETRY_SECONDS = 2.0
 
 
 @workflow.defn(name="DocumentTask")
@@ -82,6 +86,7 @@ class DocumentTaskWorkflow:
         self._last_checkpoint_ms = 0
         self._last_model = ""
         self._slots = asyncio.Semaphore(task.document_concurrency)
+        self._resume = ResumeState()
 
     @workflow.run
     async def run(self, task: TaskInput) -> TaskResult:
@@ -114,6 +119,17 @@ class DocumentTaskWorkflow:
             retry_policy=self._task.policy.retry_policy(),
             summary=f"find documents in {', '.join(self._task.paths)}",
         )
+        if self._task.resume_from is not None:
+            self._resume = await workflow.execute_activity(
+                "load_resume_state",
+                ResumeRequest(
+                    task_id=self._task.task_id, checkpoint_id=self._task.resume_from.checkpoint_id
+                ),
+                result_type=ResumeState,
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=self._task.policy.retry_policy(),
+                summary=f"resume from checkpoint {self._task.resume_from.checkpoint_id}",
+            )
         self._tree.children = [document_node(document) for document in self._documents]
         self._mark_dirty()
         await asyncio.gather(*(self._process(document) for document in self._documents))
@@ -151,6 +167,13 @@ class DocumentTaskWorkflow:
         )
 
     async def _step(self, document: DocumentRef, kind: StepKind, **context: Any) -> StepResult:
+        done_before = self._resume.results.get(step_key(document.path, kind))
+        if done_before is not None:
+            # Finished by an earlier run of this task: its results stand, no call is made.
+            skipped = StepResult(kind=kind, document=document.index, outputs=done_before,
+                                 usage=TokenUsage())  # fmt: skip
+            self._step_finished(document, kind, "", skipped)
+            return skipped
         await workflow.wait_condition(lambda: not self._paused)
         calls = step_calls(document, kind)
         timeouts = StepTimeouts.for_step(
@@ -166,6 +189,7 @@ class DocumentTaskWorkflow:
             model=self._task.models.for_step(kind),
             policy=self._task.policy,
             call_concurrency=self._task.call_concurrency,
+            partial_response=self._resume.partials.get(step_key(document.path, kind), ""),
             **context,
         )
         result: StepResult = await workflow.execute_activity(
@@ -206,9 +230,14 @@ class DocumentTaskWorkflow:
         self._stats[key] = result.stats
         complete_step(self._tree, document, kind)
         self._usage.merge(result.usage)
-        self._last_model = model
+        self._last_model = model or self._last_model
         self._step_results.append(
-            {"document": document.name, "step": kind.value, "outputs": result.outputs}
+            {
+                "document": document.name,
+                "path": document.path,
+                "step": kind.value,
+                "outputs": result.outputs,
+            }
         )
         if kind in (StepKind.REASON, StepKind.REPORT):
             self._messages.append(
@@ -315,12 +344,14 @@ class DocumentTaskWorkflow:
             await workflow.wait_condition(lambda: self._dirty)
             record = self._record()
             now = workflow.now().timestamp()
+            self._dirty = False
             if self._cadence.due(record.step, record.progress, now):
-                self._cadence.mark(record.step, record.progress, now)
-                self._dirty = False
-                await self._write_checkpoint(record)
-            else:
-                self._dirty = False
+                if await self._write_checkpoint(record):
+                    self._cadence.mark(record.step, record.progress, now)
+                else:
+                    # Redis is down or slow: try again a little later, off the steps' path.
+                    await asyncio.sleep(MIRROR_RETRY_SECONDS)
+                    self._dirty = True
 
     async def _mirror_ticker(self) -> None:
         """Wakes the pump on the time rule; one timer per period, not one per wake-up."""
@@ -328,7 +359,8 @@ class DocumentTaskWorkflow:
             await asyncio.sleep(self._cadence.every_seconds)
             self._dirty = True
 
-    async def _write_checkpoint(self, record: ProgressRecord, error: str | None = None) -> None:
+    async def _write_checkpoint(self, record: ProgressRecord, error: str | None = None) -> bool:
+        """Mirror a checkpoint of the task as it is now; False when Redis could not take it."""
         now = workflow.now()
         self._last_checkpoint_ms = next_checkpoint_ms(now, self._last_checkpoint_ms)
         checkpoint = Checkpoint(
@@ -368,6 +400,8 @@ class DocumentTaskWorkflow:
             )
         except ActivityError as failure:
             workflow.logger.warning("checkpoint %s not mirrored: %s", checkpoint.id, failure)
+            return False
+        return True
 
     async def _end(
         self, pump: list[asyncio.Task[None]], state: TaskState, reason: str

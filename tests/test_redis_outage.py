@@ -1,0 +1,83 @@
+"""Redis trouble never hurts a task: it goes on while Redis is away, and the mirror is whole
+again once Redis is back, even empty."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from activities.provider import make_client
+from longtask.connections import connect_redis
+from longtask.settings import Settings
+from longtask.states import TaskState
+from tests.servers import LlmServer, RedisServer
+from tests.tasks import read_json, read_list, read_text, start, wait_for_status, write_documents
+from worker import build_worker
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.directory.mkdir()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def outage_settings(
+    client: Client, settings: Settings, own_redis: RedisServer
+) -> AsyncIterator[Settings]:
+    on_own = settings.model_copy(update={"redis_url": own_redis.url})
+    redis = connect_redis(on_own)
+    llm_client = make_client(on_own.llm_base_url, on_own.llm_api_key.get_secret_value())
+    async with build_worker(client, on_own, llm_client, redis):
+        yield on_own
+    await llm_client.close()
+    await redis.aclose()
+
+
+async def test_redis_killed_and_back_empty_mid_task(
+    client: Client,
+    outage_settings: Settings,
+    own_redis: RedisServer,
+    llm: LlmServer,
+    tmp_path: Path,
+) -> None:
+    llm.add({"type": "delay", "seconds": 0.2, "times": None})
+    paths = write_documents(tmp_path / "docs", count=3, pages=4)
+    task, handle = await start(client, outage_settings, paths, document_concurrency=1)
+    await wait_for_status(handle, lambda s: s.record.step >= 3)
+
+    own_redis.stop()
+    during = await wait_for_status(handle, lambda s: s.record.step >= 10, seconds=60)
+    assert during.state is TaskState.RUNNING  # the task went on without its mirror
+    own_redis.start()  # same port, nothing in it
+
+    result = await handle.result()
+    assert result.state is TaskState.COMPLETED
+
+    redis = connect_redis(outage_settings)
+    try:
+        for _ in range(100):  # the last write may still be on its way
+            if await redis.exists(f"task:{task.task_id}:latest"):
+                break
+            await asyncio.sleep(0.1)
+        latest = await read_text(redis, f"task:{task.task_id}:latest")
+        checkpoint = await read_json(redis, f"checkpoint:{latest}")
+        assert checkpoint["progress"] == 100.0
+        assert checkpoint["state"]["variables"]["state"] == "completed"
+        assert len(checkpoint["state"]["step_results"]) == 3 * 4
+        listed = await read_list(redis, f"task:{task.task_id}:checkpoints")
+        assert listed[0] == latest
+        for checkpoint_id in listed:
+            assert await redis.exists(f"checkpoint:{checkpoint_id}")
+        snapshot = await read_json(redis, f"task:{task.task_id}:checkpoint")
+        assert snapshot["status"]["step"] == snapshot["status"]["total"]
+        assert await redis.ttl(f"task:{task.task_id}:checkpoint") > 0
+    finally:
+        await redis.aclose()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
+from longtask.payload_store import data_converter
 from longtask.settings import Settings
 
 
@@ -13,7 +13,7 @@ async def connect_temporal(settings: Settings) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(settings.payload_folder, settings.payload_threshold_bytes),
     )
 
 

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     task_deadline_seconds: float = Field(24 * 3600, gt=0)
 
     state_dir: Path = Path(".state")
+    # Payloads this big or bigger go to files instead of Temporal's history (default: under
+    # the state folder); every worker and client of a deployment must see the same folder.
+    payload_dir: Path | None = None
+    payload_threshold_bytes: int = Field(128 * 1024, ge=1024, le=2 * 1024 * 1024)
     # Latency the embedded LLM server adds to every answer, so progress can be watched.
     llm_server_latency_ms: int = Field(200, ge=0, le=60_000)
 
@@ -94,6 +98,10 @@ class Settings(BaseSettings):
                 f"must be an http(s) URL such as http://127.0.0.1:8000/v1, got {value!r}"
             )
         return value.rstrip("/")
+
+    @property
+    def payload_folder(self) -> Path:
+        return (self.payload_dir or self.state_dir / "payloads").resolve()
 
     def timeout_policy(self) -> TimeoutPolicy:
         return TimeoutPolicy(

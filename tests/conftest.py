@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.provider import make_client
 from longtask.connections import connect_redis
+from longtask.payload_store import data_converter
 from longtask.settings import Settings
 from tests.servers import LlmServer, RedisServer, tool
 from tests.workers import WorkerProcess
@@ -27,11 +27,20 @@ EXAMPLES = ROOT / "examples"
 TEST_API_KEY = "sk-test-0123456789abcdef"
 
 
+# Payloads of this size or more leave the history for the payload store, as in production.
+PAYLOAD_THRESHOLD = 128 * 1024
+
+
 @pytest.fixture(scope="session")
-async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+def payload_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("payloads")
+
+
+@pytest.fixture(scope="session")
+async def temporal_env(payload_dir: Path) -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=tool("temporal"),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(payload_dir, PAYLOAD_THRESHOLD),
     )
     yield env
     await env.shutdown()
@@ -66,8 +75,12 @@ def client(temporal_env: WorkflowEnvironment) -> Client:
 
 
 @pytest.fixture
-def settings(client: Client, redis_server: RedisServer, llm: LlmServer) -> Settings:
+def settings(
+    client: Client, redis_server: RedisServer, llm: LlmServer, payload_dir: Path
+) -> Settings:
     return Settings(
+        payload_dir=payload_dir,
+        payload_threshold_bytes=PAYLOAD_THRESHOLD,
         temporal_address=client.service_client.config.target_host,
         task_queue=f"test-{uuid.uuid4().hex[:10]}",
         redis_url=redis_server.url,

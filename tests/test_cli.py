@@ -33,6 +33,7 @@ def run_starter(settings: Settings, *args: str) -> subprocess.CompletedProcess[s
         "LTM_TEMPORAL_ADDRESS": settings.temporal_address,
         "LTM_TASK_QUEUE": settings.task_queue,
         "LTM_REDIS_URL": settings.redis_url,
+        "LTM_PAYLOAD_DIR": str(settings.payload_folder),
     }
     return subprocess.run(
         [sys.executable, str(ROOT / "starter.py"), *args],

@@ -25,6 +25,8 @@ class WorkerProcess:
             "LTM_REDIS_URL": settings.redis_url,
             "LTM_LLM_BASE_URL": settings.llm_base_url,
             "LTM_METRICS_PORT": str(metrics_port),
+            "LTM_PAYLOAD_DIR": str(settings.payload_folder),
+            "LTM_PAYLOAD_THRESHOLD_BYTES": str(settings.payload_threshold_bytes),
         }
         self.log = log
         with log.open("ab") as sink:

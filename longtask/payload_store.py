@@ -1,0 +1,86 @@
+"""Large payloads kept out of Temporal's history, in files named by their SHA-256.
+
+Temporal's external storage hands every payload above a size threshold to this driver and keeps
+only a small reference in the history, so long documents and many page summaries never come
+near the 2 MB payload or 50 MB history limits. Workers and clients of one deployment must see
+the same folder (a shared volume); a deployment across machines swaps in the SDK's S3 or GCS
+driver instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from temporalio.api.common.v1 import Payload
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import (
+    DataConverter,
+    ExternalStorage,
+    StorageDriver,
+    StorageDriverClaim,
+    StorageDriverRetrieveContext,
+    StorageDriverStoreContext,
+)
+
+DRIVER_NAME = "ltm-files"
+
+
+class FilePayloadStore(StorageDriver):
+    """Content-addressed files: the same bytes are stored once, and are checked when read."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+
+    def name(self) -> str:
+        return DRIVER_NAME
+
+    def _path(self, digest: str) -> Path:
+        return self._directory / digest[:2] / digest
+
+    def _write(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        path = self._path(digest)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_bytes(data)
+            # A rename is atomic: a reader never sees half a payload.
+            partial.replace(path)
+        return digest
+
+    def _read(self, digest: str) -> bytes:
+        data = self._path(digest).read_bytes()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ValueError(f"stored payload {digest} is corrupt")
+        return data
+
+    async def store(
+        self, context: StorageDriverStoreContext, payloads: Sequence[Payload]
+    ) -> list[StorageDriverClaim]:
+        claims = []
+        for payload in payloads:
+            digest = await asyncio.to_thread(self._write, payload.SerializeToString())
+            claims.append(StorageDriverClaim(claim_data={"sha256": digest}))
+        return claims
+
+    async def retrieve(
+        self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]
+    ) -> list[Payload]:
+        payloads = []
+        for claim in claims:
+            data = await asyncio.to_thread(self._read, claim.claim_data["sha256"])
+            payloads.append(Payload.FromString(data))
+        return payloads
+
+
+def data_converter(directory: Path, threshold_bytes: int) -> DataConverter:
+    """Pydantic payloads, with those of ``threshold_bytes`` or more stored in ``directory``."""
+    storage = ExternalStorage(
+        drivers=[FilePayloadStore(directory)], payload_size_threshold=threshold_bytes
+    )
+    return dataclasses.replace(pydantic_data_converter, external_storage=storage)

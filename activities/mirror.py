@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from pydantic import BaseModel
 from redis.asyncio import Redis
 from temporalio import activity
@@ -20,6 +22,7 @@ from longtask.checkpoints import (
     latest_key,
     progress_key,
 )
+from longtask.cost import TokenUsage
 from longtask.models import ResumeRequest, ResumeState, step_key
 
 # One script, so a reader never sees `latest` naming a checkpoint not yet written, and a slow
@@ -75,6 +78,8 @@ def resume_state_of(checkpoint: Checkpoint) -> ResumeState:
     for result in checkpoint.state.step_results:
         if {"path", "step", "outputs"} <= result.keys():
             state.results[step_key(result["path"], result["step"])] = list(result["outputs"])
+    with contextlib.suppress(ValueError):
+        state.usage = TokenUsage.model_validate(checkpoint.metadata.get("usage") or {})
     partial_for = checkpoint.metadata.get("partial_for")
     if checkpoint.partial_response and isinstance(partial_for, dict) and "path" in partial_for:
         key = step_key(partial_for["path"], partial_for["step"])

@@ -96,6 +96,7 @@ class ResumeState(BaseModel):
 
     results: dict[str, list[str]] = Field(default_factory=dict)
     partials: dict[str, str] = Field(default_factory=dict)
+    usage: TokenUsage = Field(default_factory=TokenUsage)
 
 
 def step_key(path: str, step: StepKind | str) -> str:

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     payload_threshold_bytes: int = Field(128 * 1024, ge=1024, le=2 * 1024 * 1024)
     # Latency the embedded LLM server adds to every answer, so progress can be watched.
     llm_server_latency_ms: int = Field(200, ge=0, le=60_000)
+    # Pause between streamed chunks of the embedded LLM server, paced like real generation.
+    llm_server_chunk_delay_ms: int = Field(20, ge=0, le=10_000)
 
     @field_validator("temporal_address")
     @classmethod

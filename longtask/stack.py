@@ -78,6 +78,7 @@ def services(settings: Settings) -> list[ServiceSpec]:
     llm = [
         _tool("llmock"), "serve", "--host", l_host, "--port", str(l_port),
         "--latency-ms", str(settings.llm_server_latency_ms),
+        "--stream-chunk-delay-ms", str(settings.llm_server_chunk_delay_ms),
     ]  # fmt: skip
     return [
         ServiceSpec(name="temporal", host=t_host, port=t_port, command=temporal),

@@ -77,6 +77,8 @@ async def test_a_cancelled_task_resumes_without_repeating_finished_steps(
 
     assert result.state is TaskState.COMPLETED
     assert all(document.report for document in result.documents)
+    # The cost carries on from what the first run paid.
+    assert result.cost_so_far > checkpoint.metadata["cost_so_far"] > 0
     # Only the steps not finished before the cancel called the model again.
     summaries_done = sum(
         len(r["outputs"]) for r in checkpoint.state.step_results if r["step"] == "summarize"

@@ -130,6 +130,8 @@ class DocumentTaskWorkflow:
                 retry_policy=self._task.policy.retry_policy(),
                 summary=f"resume from checkpoint {self._task.resume_from.checkpoint_id}",
             )
+            # The earlier runs' tokens were paid for: the cost so far carries on from them.
+            self._usage.merge(self._resume.usage)
         self._tree.children = [document_node(document) for document in self._documents]
         self._mark_dirty()
         await asyncio.gather(*(self._process(document) for document in self._documents))
@@ -325,7 +327,7 @@ class DocumentTaskWorkflow:
 
     def _record(self) -> ProgressRecord:
         elapsed = (workflow.now() - workflow.info().start_time).total_seconds()
-        return build_record(
+        record = build_record(
             self._task.task_id,
             self._tree.steps_done(),
             self._tree.steps_total(),
@@ -337,6 +339,9 @@ class DocumentTaskWorkflow:
                 "cost_so_far": self._usage.cost(),
             },
         )
+        if self._machine.is_terminal and self._machine.state is not TaskState.COMPLETED:
+            record.eta_seconds = None  # an ended task will not finish: no ETA to give
+        return record
 
     async def _mirror_pump(self) -> None:
         """Writes the newest checkpoint whenever the cadence says so, one write at a time."""
@@ -383,6 +388,7 @@ class DocumentTaskWorkflow:
                 "model": self._last_model,
                 "cost_so_far": self._usage.cost(),
                 "tokens": self._usage.total_tokens,
+                "usage": self._usage.model_dump(),
             },
             error=error,
         )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from longtask.cost import TokenUsage
 from longtask.policies import StepKind, TimeoutPolicy
 from longtask.progress import ProgressNode, ProgressRecord
-from longtask.states import TaskState, Transition
+from longtask.states import TaskState, TaskStateMachine, Transition
 
 
 class ModelRoute(BaseModel):
@@ -68,6 +71,9 @@ class TaskInput(BaseModel):
     call_concurrency: int = 8
     deadline_seconds: float = 24 * 3600
     resume_from: ResumePoint | None = None
+    # Past this many history events the task continues as a new run, carrying its state.
+    max_history_events: int = Field(20_000, ge=50, le=50_000)
+    carried: CarriedState | None = None
 
 
 class DocumentRef(BaseModel):
@@ -164,3 +170,19 @@ class TaskResult(BaseModel):
     usage: TokenUsage
     cost_so_far: float
     calls: dict[StepKind, CallStats] = Field(default_factory=dict)
+
+
+class CarriedState(BaseModel):
+    """What a run hands to the next when its history grows long (continue-as-new)."""
+
+    resume: ResumeState
+    machine: TaskStateMachine
+    reports: dict[int, DocumentReport] = Field(default_factory=dict)
+    stats: dict[str, CallStats] = Field(default_factory=dict)
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    started_at: datetime
+    last_checkpoint_ms: int = 0
+    runs: int = 1
+
+
+TaskInput.model_rebuild()

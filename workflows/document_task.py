@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from longtask.cost import TokenUsage
     from longtask.models import (
         CallStats,
+        CarriedState,
         DocumentRef,
         DocumentReport,
         LoadRequest,
@@ -87,16 +88,39 @@ class DocumentTaskWorkflow:
         self._last_model = ""
         self._slots = asyncio.Semaphore(task.document_concurrency)
         self._resume = ResumeState()
+        self._rolling_over = False
+        self._runs = 1
+        if task.carried is not None:
+            self._take_over(task.carried)
+
+    def _take_over(self, carried: CarriedState) -> None:
+        """Pick up where the previous run of this task stopped (continue-as-new)."""
+        self._machine = carried.machine
+        self._paused = carried.machine.state is TaskState.PAUSED
+        self._reports = dict(carried.reports)
+        self._stats = dict(carried.stats)
+        self._messages = list(carried.messages)
+        self._last_checkpoint_ms = carried.last_checkpoint_ms
+        self._resume = carried.resume
+        self._usage.merge(carried.resume.usage)
+        self._runs = carried.runs + 1
 
     @workflow.run
     async def run(self, task: TaskInput) -> TaskResult:
-        self._go(TaskState.RUNNING, "worker picked the task up")
+        if self._machine.state is TaskState.PENDING:
+            self._go(TaskState.RUNNING, "worker picked the task up")
         pump = [
             asyncio.create_task(self._mirror_pump()),
             asyncio.create_task(self._mirror_ticker()),
         ]
+        remaining = task.deadline_seconds - (workflow.now() - self._started_at).total_seconds()
         try:
-            await asyncio.wait_for(self._work(), timeout=task.deadline_seconds)
+            await asyncio.wait_for(self._work(), timeout=max(remaining, 0.001))
+            if self._rolling_over:
+                for running in pump:
+                    running.cancel()
+                await self._write_checkpoint(self._record())
+                workflow.continue_as_new(self._carry_over())
         except TimeoutError:
             return await self._end(
                 pump, TaskState.TIMED_OUT, f"deadline of {task.deadline_seconds:.0f} s passed"
@@ -136,8 +160,51 @@ class DocumentTaskWorkflow:
         self._mark_dirty()
         await asyncio.gather(*(self._process(document) for document in self._documents))
 
+    @property
+    def _started_at(self) -> datetime:
+        carried = self._task.carried
+        return carried.started_at if carried else workflow.info().start_time
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        return (
+            info.get_current_history_length() >= self._task.max_history_events
+            or info.is_continue_as_new_suggested()
+        )
+
+    def _carry_over(self) -> TaskInput:
+        """This task's input for its next run: everything done so far travels with it."""
+        finished = {step_key(r["path"], r["step"]): list(r["outputs"]) for r in self._step_results}
+        carried = CarriedState(
+            resume=ResumeState(results=finished, usage=self._usage),
+            machine=self._machine,
+            reports=self._reports,
+            stats=self._stats,
+            messages=self._messages,
+            started_at=self._started_at,
+            last_checkpoint_ms=self._last_checkpoint_ms,
+            runs=self._runs,
+        )
+        return self._task.model_copy(update={"carried": carried, "resume_from": None})
+
+    def _recall_finished(self, document: DocumentRef) -> None:
+        """Count the steps an earlier run finished for ``document`` as done here too."""
+        for kind in StepKind:
+            outputs = self._resume.results.get(step_key(document.path, kind))
+            if outputs is not None:
+                done = StepResult(kind=kind, document=document.index, outputs=outputs,
+                                  usage=TokenUsage())  # fmt: skip
+                self._step_finished(document, kind, "", done, ran=False)
+
     async def _process(self, document: DocumentRef) -> None:
+        if document.index in self._reports:
+            self._recall_finished(document)  # reported by an earlier run of this task
+            return
         async with self._slots:
+            # A long history hands the documents not started yet to a fresh run.
+            if self._rolling_over or self._history_is_long():
+                self._rolling_over = True
+                return
             try:
                 embedded, summarized = await asyncio.gather(
                     self._step(document, StepKind.EMBED),
@@ -174,7 +241,7 @@ class DocumentTaskWorkflow:
             # Finished by an earlier run of this task: its results stand, no call is made.
             skipped = StepResult(kind=kind, document=document.index, outputs=done_before,
                                  usage=TokenUsage())  # fmt: skip
-            self._step_finished(document, kind, "", skipped)
+            self._step_finished(document, kind, "", skipped, ran=False)
             return skipped
         await workflow.wait_condition(lambda: not self._paused)
         calls = step_calls(document, kind)
@@ -224,12 +291,18 @@ class DocumentTaskWorkflow:
         return totals
 
     def _step_finished(
-        self, document: DocumentRef, kind: StepKind, model: str, result: StepResult
+        self,
+        document: DocumentRef,
+        kind: StepKind,
+        model: str,
+        result: StepResult,
+        ran: bool = True,
     ) -> None:
         key = f"{document.index}:{kind.value}"
         self._finished_steps.add(key)
         self._retrying.discard(key)
-        self._stats[key] = result.stats
+        if ran:
+            self._stats[key] = result.stats
         complete_step(self._tree, document, kind)
         self._usage.merge(result.usage)
         self._last_model = model or self._last_model
@@ -241,7 +314,7 @@ class DocumentTaskWorkflow:
                 "outputs": result.outputs,
             }
         )
-        if kind in (StepKind.REASON, StepKind.REPORT):
+        if ran and kind in (StepKind.REASON, StepKind.REPORT):
             self._messages.append(
                 {
                     "role": "assistant",
@@ -326,7 +399,7 @@ class DocumentTaskWorkflow:
         )
 
     def _record(self) -> ProgressRecord:
-        elapsed = (workflow.now() - workflow.info().start_time).total_seconds()
+        elapsed = (workflow.now() - self._started_at).total_seconds()
         record = build_record(
             self._task.task_id,
             self._tree.steps_done(),
@@ -337,6 +410,7 @@ class DocumentTaskWorkflow:
                 "documents": len(self._documents),
                 "documents_done": len(self._reports),
                 "cost_so_far": self._usage.cost(),
+                "runs": self._runs,
             },
         )
         if self._machine.is_terminal and self._machine.state is not TaskState.COMPLETED:

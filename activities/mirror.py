@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 
-from pydantic import BaseModel
 from redis.asyncio import Redis
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -15,7 +14,7 @@ from longtask.checkpoints import (
     CHECKPOINT_TTL_SECONDS,
     PROGRESS_TTL_SECONDS,
     Checkpoint,
-    ProgressSnapshot,
+    MirrorWrite,
     checkpoint_key,
     checkpoint_list_key,
     epoch_ms_of,
@@ -43,11 +42,6 @@ redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[7]) - 1)
 redis.call('SET', KEYS[4], ARGV[4], 'EX', ARGV[6])
 return 1
 """
-
-
-class MirrorWrite(BaseModel):
-    checkpoint: Checkpoint
-    snapshot: ProgressSnapshot
 
 
 async def write_checkpoint_to(redis: Redis, write: MirrorWrite) -> bool:

@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 from temporalio import activity
 
-from activities.mirror import MirrorWrite, write_checkpoint_to
+from activities.mirror import write_checkpoint_to
 from longtask.checkpoints import (
     Checkpoint,
+    MirrorWrite,
     ProgressSnapshot,
     checkpoint_id_for,
     checkpoint_key,

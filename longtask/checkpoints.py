@@ -74,5 +74,12 @@ class ProgressSnapshot(BaseModel):
     status: ProgressRecord
 
 
+class MirrorWrite(BaseModel):
+    """One checkpoint and the progress snapshot that goes with it, written together."""
+
+    checkpoint: Checkpoint
+    snapshot: ProgressSnapshot
+
+
 def iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
-from activities.mirror import MirrorWrite, write_checkpoint_to
-from longtask.checkpoints import Checkpoint, CheckpointState, ProgressSnapshot, iso_utc
+from activities.mirror import write_checkpoint_to
+from longtask.checkpoints import Checkpoint, CheckpointState, MirrorWrite, ProgressSnapshot, iso_utc
 from longtask.progress import build_record
 from tests.tasks import read_json, read_list, read_text
 

@@ -16,10 +16,10 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.mirror import MirrorWrite
     from longtask.checkpoints import (
         Checkpoint,
         CheckpointState,
+        MirrorWrite,
         ProgressSnapshot,
         checkpoint_id_for,
         iso_utc,

@@ -105,7 +105,7 @@ async def test_permanent_outage_fails_cleanly_after_four_attempts(
     assert max(attempts_per_call(llm).values()) == 4
 
 
-@pytest.mark.parametrize(("status", "kind"), [(400, "INVALID_REQUEST"), (401, "AUTH_FAILED")])
+@pytest.mark.parametrize(("status", "kind"), [(400, "INVALID_REQUEST"), (403, "AUTH_FAILED")])
 async def test_invalid_request_and_auth_failure_are_not_retried(
     client: Client, settings: Settings, worker: Worker, llm: LlmServer, status: int, kind: str
 ) -> None:
@@ -191,6 +191,24 @@ async def test_per_attempt_metrics_are_exported(
         if "timeout_seconds{" in line
     }
     assert (timeouts["1"], timeouts["2"]) == ("30.0", "60.0")
+
+
+async def test_a_refused_key_stops_the_whole_task_at_once(
+    client: Client, settings: Settings, worker: Worker, llm: LlmServer, tmp_path: Path
+) -> None:
+    llm.add({"type": "fail", "status": 401, "times": None})
+    paths = write_documents(tmp_path, count=4, pages=2)
+    _, handle = await start(client, settings, paths, policy=QUICK_STALL, document_concurrency=1)
+    with pytest.raises(WorkflowFailureError) as raised:
+        await handle.result()
+    cause = raised.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "TASK_FAILED"
+    assert "stopped at the first AUTH_FAILED" in cause.message
+    # No other document was tried with a key the provider refuses: one request per call of
+    # the first document's first steps, none repeated.
+    assert set(attempts_per_call(llm).values()) == {1}
+    assert len(llm.requests()) <= 1 + 2
+    assert not findings(llm) & FORBIDDEN
 
 
 @pytest.fixture(scope="module")

@@ -50,6 +50,8 @@ KIND_OF_ACTIVITY.update({name: kind for kind, name in ACTIVITY_OF_STEP.items()})
 MIRROR_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=3)
 MIRROR_TIMEOUT = timedelta(seconds=5)
 MIRROR_RETRY_SECONDS = 2.0
+# Failures that no other document can escape: the whole task fails at once on the first.
+STOP_TASK_ERRORS = frozenset({"AUTH_FAILED"})
 
 
 def failure_of(error: ActivityError) -> tuple[str, StepKind | None, CallStats | None]:
@@ -75,6 +77,8 @@ class DocumentTaskWorkflow:
         self._cadence = CheckpointCadence()
         self._slots = asyncio.Semaphore(task.document_concurrency)
         self._rolling_over = False
+        # Set when a failure dooms every document alike (a refused API key): stop at once.
+        self._stop_reason: str | None = None
 
     @workflow.run
     async def run(self, task: TaskInput) -> TaskResult:
@@ -99,6 +103,8 @@ class DocumentTaskWorkflow:
         except asyncio.CancelledError:
             await self._end(pump, TaskState.CANCELLED, "cancel requested")
             raise
+        if self._stop_reason is not None:
+            return await self._end(pump, TaskState.FAILED, self._stop_reason)
         failed = [r for r in self._book.reports.values() if r.state is TaskState.FAILED]
         if failed:
             reason = f"{len(failed)} of {len(self._book.reports)} documents failed"
@@ -127,6 +133,18 @@ class DocumentTaskWorkflow:
             self._book.take_results(resumed)
         self._book.set_documents(documents)
         self._mark_dirty()
+        processing = asyncio.create_task(self._process_all(documents))
+        stopping = asyncio.create_task(
+            workflow.wait_condition(lambda: self._stop_reason is not None)
+        )
+        await workflow.wait([processing, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if not processing.done():
+            processing.cancel()  # the steps in flight are cancelled with it
+            with contextlib.suppress(asyncio.CancelledError):
+                await processing
+        stopping.cancel()
+
+    async def _process_all(self, documents: list[DocumentRef]) -> None:
         await asyncio.gather(*(self._process(document) for document in documents))
 
     def _history_is_long(self) -> bool:
@@ -161,6 +179,9 @@ class DocumentTaskWorkflow:
             except ActivityError as error:
                 message, kind, stats = failure_of(error)
                 self._book.document_failed(document, message, kind, stats, workflow.now())
+                cause = error.cause
+                if isinstance(cause, ApplicationError) and cause.type in STOP_TASK_ERRORS:
+                    self._stop_reason = f"stopped at the first {cause.type}: {message}"
                 self._mark_dirty()
                 return
         self._book.document_done(document, report.outputs[0])

@@ -37,6 +37,7 @@ from longtask.connections import connect_redis, connect_temporal
 from longtask.live_view import print_result, query_status, show_live
 from longtask.models import ModelRoute, ResumePoint, TaskInput, TaskResult
 from longtask.process_exit import exit_now
+from longtask.search_attributes import registered
 from longtask.settings import Settings, SettingsError, load_settings
 from longtask.states import TaskState
 from workflows.document_task import DocumentTaskWorkflow
@@ -72,6 +73,7 @@ def task_input(settings: Settings, paths: list[str], task_id: str | None) -> Tas
 
 
 async def start_task(client: Client, settings: Settings, task: TaskInput) -> str:
+    task = task.model_copy(update={"search_attributes": await registered(client)})
     await client.start_workflow(
         DocumentTaskWorkflow.run,
         task,

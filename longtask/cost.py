@@ -49,4 +49,4 @@ class TokenUsage(BaseModel):
             / 1_000_000
             for m in models
         )
-        return round(dollars, 6)
+        return float(round(dollars, 6))

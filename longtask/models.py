@@ -73,6 +73,8 @@ class TaskInput(BaseModel):
     resume_from: ResumePoint | None = None
     # Past this many history events the task continues as a new run, carrying its state.
     max_history_events: int = Field(20_000, ge=50, le=50_000)
+    # Publish state, progress and cost as search attributes (only where they are registered).
+    search_attributes: bool = False
     carried: CarriedState | None = None
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from longtask.search_attributes import DEV_SERVER_FLAGS
 from longtask.settings import Settings, SettingsError, load_settings
 
 READY_SECONDS = 60.0
@@ -70,6 +71,7 @@ def services(settings: Settings) -> list[ServiceSpec]:
         # WAL with synchronous=NORMAL: ~70 activities/s on 2 cores instead of ~30.
         "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=NORMAL",
         "--log-level", "warn", "--ui-disable-news-fetch",
+        *DEV_SERVER_FLAGS,
     ]  # fmt: skip
     redis = [
         redis_server_binary(), "--bind", r_host, "--port", str(r_port),

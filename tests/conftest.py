@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 from activities.provider import make_client
 from longtask.connections import connect_redis
 from longtask.payload_store import data_converter
+from longtask.search_attributes import KEYS
 from longtask.settings import Settings
 from tests.servers import LlmServer, RedisServer, tool
 from tests.workers import WorkerProcess
@@ -41,6 +42,7 @@ async def temporal_env(payload_dir: Path) -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=tool("temporal"),
         data_converter=data_converter(payload_dir, PAYLOAD_THRESHOLD),
+        search_attributes=KEYS,
     )
     yield env
     await env.shutdown()

@@ -73,3 +73,11 @@ def test_cadence_every_step_decile_ten_steps_or_thirty_seconds() -> None:
     assert cadence.due(step=2, progress=11.0, now=31.0)  # 30 s since
     every = CheckpointCadence()
     assert every.due(step=1, progress=1.0, now=0.0)  # each completed step
+
+
+def test_cost_and_percent_are_floats_even_when_zero() -> None:
+    # Search attributes of type Double refuse an int: a 0 must still be 0.0.
+    from longtask.cost import TokenUsage
+
+    assert isinstance(TokenUsage().cost(), float)
+    assert isinstance(build_record("t", 0, 0, 0).progress, float)

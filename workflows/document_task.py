@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from longtask.policies import StepKind, StepTimeouts
     from longtask.progress import CheckpointCadence
+    from longtask.search_attributes import TASK_COST, TASK_PROGRESS, TASK_STATE
     from longtask.states import TaskState
     from workflows.task_book import TaskBook
     from workflows.task_tree import step_calls
@@ -259,6 +260,24 @@ class DocumentTaskWorkflow:
     def _go(self, target: TaskState, reason: str) -> None:
         self._book.go(target, workflow.now(), reason)
         self._mark_dirty()
+        self._publish()
+
+    def _publish(self) -> None:
+        """State, progress and cost as search attributes, so tasks can be filtered by them.
+
+        Called on each transition and each checkpoint, not on every progress report: each
+        call is an event in the history.
+        """
+        if not self._task.search_attributes or not workflow.patched("search-attributes"):
+            return
+        record = self._book.record(workflow.now())
+        workflow.upsert_search_attributes(
+            [
+                TASK_STATE.value_set(self._book.machine.state.value),
+                TASK_PROGRESS.value_set(float(record.progress)),
+                TASK_COST.value_set(float(self._book.usage.cost())),
+            ]
+        )
 
     def _mark_dirty(self) -> None:
         self._dirty = True
@@ -275,6 +294,7 @@ class DocumentTaskWorkflow:
                 continue
             if await self._write_checkpoint():
                 self._cadence.mark(record.step, record.progress, now)
+                self._publish()
             else:
                 # Redis is down or slow: try again a little later, off the steps' path.
                 await asyncio.sleep(MIRROR_RETRY_SECONDS)

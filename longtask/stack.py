@@ -10,6 +10,7 @@ processes, after checking each pid still runs the program it started.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -22,7 +23,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from longtask.search_attributes import DEV_SERVER_FLAGS
+from longtask.connections import connect_temporal
+from longtask.search_attributes import ensure_registered
 from longtask.settings import Settings, SettingsError, load_settings
 
 READY_SECONDS = 60.0
@@ -71,7 +73,6 @@ def services(settings: Settings) -> list[ServiceSpec]:
         # WAL with synchronous=NORMAL: ~70 activities/s on 2 cores instead of ~30.
         "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=NORMAL",
         "--log-level", "warn", "--ui-disable-news-fetch",
-        *DEV_SERVER_FLAGS,
     ]  # fmt: skip
     redis = [
         redis_server_binary(), "--bind", r_host, "--port", str(r_port),
@@ -161,9 +162,23 @@ def up(settings: Settings) -> list[Started]:
         _save_started(settings, started)
         _wait_ready(spec, process, log)
         print(f"{spec.name}: started on {spec.host}:{spec.port} (pid {process.pid}, log {log})")
+    asyncio.run(_register_search_attributes(settings))
     t_host, _ = settings.temporal_host_port
     print(f"Temporal UI: http://{t_host}:{settings.temporal_ui_port}")
     return fresh
+
+
+async def _register_search_attributes(settings: Settings) -> None:
+    """Tasks filterable by state, progress and cost; retried while the server warms up."""
+    deadline = time.monotonic() + READY_SECONDS
+    while True:
+        try:
+            await ensure_registered(await connect_temporal(settings))
+            return
+        except RuntimeError as error:  # not ready yet: the port opens before the service
+            if time.monotonic() > deadline:
+                raise SystemExit(f"stack: Temporal not ready: {error}") from None
+            await asyncio.sleep(0.5)
 
 
 def stop(entries: list[Started]) -> None:

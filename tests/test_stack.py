@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import ROOT
-from tests.servers import free_port
+from tests.servers import free_port, tool
 
 
 def port_open(port: int) -> bool:
@@ -47,6 +47,14 @@ def test_up_starts_each_service_where_configured_and_down_stops_only_those(
         assert f"Temporal UI: http://127.0.0.1:{ports['ui']}" in started.stdout
         for port in ports.values():
             assert port_open(port), port
+        # Tasks can be filtered by state, progress and cost on this server.
+        listed_attributes = subprocess.run(
+            [tool("temporal"), "operator", "search-attribute", "list",
+             "--address", f"127.0.0.1:{ports['temporal']}"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        for name in ("LtmState", "LtmProgress", "LtmCostUsd"):
+            assert name in listed_attributes
         # Persisted to SQLite under the state folder, in WAL mode.
         assert (tmp_path / "state" / "temporal.db").exists()
         assert (tmp_path / "state" / "temporal.db-wal").exists()

@@ -42,6 +42,7 @@ from longtask.settings import Settings, SettingsError, load_settings
 from longtask.states import TaskState
 from workflows.document_task import DocumentTaskWorkflow
 
+MODEL_KINDS = ("embedding", "intermediate", "reasoning", "final")
 TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -49,7 +50,12 @@ class UsageError(Exception):
     """Bad command-line input; the message says what to do."""
 
 
-def task_input(settings: Settings, paths: list[str], task_id: str | None) -> TaskInput:
+def task_input(
+    settings: Settings,
+    paths: list[str],
+    task_id: str | None,
+    models: dict[str, str | None] | None = None,
+) -> TaskInput:
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
@@ -63,7 +69,7 @@ def task_input(settings: Settings, paths: list[str], task_id: str | None) -> Tas
             intermediate=settings.model_intermediate,
             reasoning=settings.model_reasoning,
             final=settings.model_final,
-        ),
+        ).model_copy(update={k: v for k, v in (models or {}).items() if v}),
         policy=settings.timeout_policy(),
         heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
         document_concurrency=settings.document_concurrency,
@@ -182,9 +188,10 @@ async def watch(client: Client, task_id: str, console: Console) -> int:
 async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     console = Console()
     # Bad input is refused before any connection is attempted.
-    task = (
-        task_input(settings, args.paths, args.task_id) if args.command in ("run", "start") else None
-    )
+    task = None
+    if args.command in ("run", "start"):
+        models = {kind: getattr(args, f"model_{kind}") for kind in MODEL_KINDS}
+        task = task_input(settings, args.paths, args.task_id, models)
     client = await connect_temporal(settings)
     if task is not None:
         task_id = await start_task(client, settings, task)
@@ -232,6 +239,10 @@ def parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=text)
         command.add_argument("paths", nargs="+", help=".txt, .md or .pdf files, or folders")
         command.add_argument("--task-id", help="id to give the task (default: generated)")
+        for kind in MODEL_KINDS:
+            command.add_argument(
+                f"--model-{kind}", help=f"model for the {kind} steps of this task (LTM_MODEL_*)"
+            )
     commands.add_parser("watch", help="live progress").add_argument("task_id")
     status = commands.add_parser("status", help="progress record and state")
     status.add_argument("task_id")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from longtask.cost import TokenUsage
+
 PROVIDER_ATTEMPTS = Counter(
     "ltm_provider_attempts",
     "Provider call attempts, by task, step kind, attempt number and outcome.",
@@ -26,6 +28,24 @@ STREAM_TOKENS_SAVED = Counter(
     "Completion tokens a resumed stream did not pay again (estimated), by step kind.",
     ["step"],
 )
+
+
+TOKENS = Counter(
+    "ltm_tokens",
+    "Tokens used by provider calls, by step kind, model and direction (prompt, completion).",
+    ["step", "model", "direction"],
+)
+COST = Counter(
+    "ltm_cost_usd", "Dollars spent on provider calls, by step kind and model.", ["step", "model"]
+)
+
+
+def record_tokens(step: str, model: str, prompt: int, completion: int) -> None:
+    TOKENS.labels(step, model, "prompt").inc(prompt)
+    TOKENS.labels(step, model, "completion").inc(completion)
+    usage = TokenUsage()
+    usage.add(model, prompt, completion)
+    COST.labels(step, model).inc(usage.cost())
 
 
 def record_saved_tokens(step: str, tokens: int) -> None:

@@ -13,6 +13,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities.attempts import AttemptLedger
 from activities.continuation import join_continuation
+from activities.metrics import record_tokens
 from longtask.cost import TokenUsage
 from longtask.models import ProgressEvent
 from longtask.policies import StepKind
@@ -89,6 +90,7 @@ class StepReporter:
     def item_done(self, index: int, output: str, model: str, prompt: int, completion: int) -> None:
         self.outputs[index] = output
         self.usage.add(model, prompt, completion)
+        record_tokens(self._kind.value, model, prompt, completion)
 
     def streaming(self, parts: list[str], chunks: int) -> None:
         """Record the stream so far: ``parts`` is the live list the stream appends to."""

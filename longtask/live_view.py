@@ -50,9 +50,10 @@ async def show_live(handle: WorkflowHandle[Any, Any], console: Console) -> None:
             status = await query_status(handle)
             if status is not None:
                 record = status.record
+                retries = sum(s.errors + s.timeouts for s in status.calls.values())
                 info = (
                     f"{record.step}/{record.total} steps  {_eta(record.eta_seconds)}  "
-                    f"${status.cost_so_far:.6f}  {status.state.value}"
+                    f"${status.cost_so_far:.6f}  retries {retries}  {status.state.value}"
                 )
                 if task_bar is None:
                     task_bar = bars.add_task(f"task {record.task_id}", total=100, info="")

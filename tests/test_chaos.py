@@ -191,6 +191,9 @@ async def test_per_attempt_metrics_are_exported(
         if "timeout_seconds{" in line
     }
     assert (timeouts["1"], timeouts["2"]) == ("30.0", "60.0")
+    # Tokens and dollars per step kind and model.
+    assert 'ltm_tokens_total{direction="completion",model="gpt-4.1",step="report"}' in exported
+    assert 'ltm_cost_usd_total{model="gpt-4.1",step="report"}' in exported
 
 
 async def test_a_refused_key_stops_the_whole_task_at_once(

@@ -76,8 +76,11 @@ async def test_start_status_and_cancel(
 async def test_run_prints_each_report_and_the_cost(
     client: Client, settings: Settings, worker: Worker, llm: LlmServer
 ) -> None:
-    done = await starter(settings, "run", str(EXAMPLES))
+    done = await starter(settings, "run", str(EXAMPLES), "--model-final", "house-final-model")
     assert done.returncode == 0, done.stderr
+    # The task's own model route: every report went to the model named for this task.
+    assert llm.count("/chat/completions", "house-final-model") == 3
+    assert llm.count("/chat/completions", "gpt-4.1") == 0
     for name in ("heat-pump-field-study.pdf", "incident-postmortem.txt"):
         assert f"report: {name}" in done.stdout
     assert "completed: 3 document(s)" in done.stdout

@@ -24,6 +24,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from longtask.connections import connect_temporal
+from longtask.process_exit import exit_now
 from longtask.search_attributes import ensure_registered
 from longtask.settings import Settings, SettingsError, load_settings
 
@@ -231,4 +232,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_now(main(sys.argv[1:]))

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import openai
-from temporalio.exceptions import ApplicationError
 
-from longtask.policies import NON_RETRYABLE_KINDS, ErrorKind
-
-# A provider asking for a longer pause than this is treated as this long (bounded wait).
-MAX_RETRY_AFTER_SECONDS = 60.0
+from longtask.policies import ErrorKind
 
 
 class StreamBrokenError(Exception):
@@ -47,7 +42,8 @@ def kind_of(error: BaseException) -> ErrorKind:
 
 
 def retry_after_seconds(error: BaseException) -> float | None:
-    """The wait a provider asked for in ``retry-after-ms`` or ``retry-after``, bounded."""
+    """The wait a provider asked for in ``retry-after-ms`` or ``retry-after``; the policy
+    bounds it (``rate_limit_max_wait_seconds``)."""
     if not isinstance(error, openai.APIStatusError):
         return None
     headers = error.response.headers
@@ -56,7 +52,7 @@ def retry_after_seconds(error: BaseException) -> float | None:
         if raw is None:
             continue
         try:
-            return min(max(float(raw) * scale, 0.0), MAX_RETRY_AFTER_SECONDS)
+            return max(float(raw) * scale, 0.0)
         except ValueError:
             continue
     return None
@@ -68,15 +64,3 @@ def provider_message(error: BaseException, secret: str) -> str:
     if secret:
         text = text.replace(secret, "***")
     return text[:500]
-
-
-def to_application_error(error: BaseException, where: str, secret: str) -> ApplicationError:
-    """Wrap a provider failure so Temporal retries it, or not, by its kind."""
-    kind = kind_of(error)
-    delay = retry_after_seconds(error) if kind is ErrorKind.RATE_LIMITED else None
-    return ApplicationError(
-        f"{where}: {kind.value}: {provider_message(error, secret)}",
-        type=kind.value,
-        non_retryable=kind in NON_RETRYABLE_KINDS,
-        next_retry_delay=timedelta(seconds=delay) if delay is not None else None,
-    )

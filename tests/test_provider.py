@@ -9,8 +9,10 @@ import openai
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.errors import StreamBrokenError, to_application_error
+from activities.attempts import AttemptLedger, ProviderFailure, step_failure
+from activities.errors import StreamBrokenError
 from activities.provider import CallLimits, chat, embed, make_client, stream_chat
+from longtask.policies import TimeoutPolicy
 from tests.conftest import TEST_API_KEY
 from tests.servers import LlmServer
 
@@ -27,10 +29,16 @@ async def provider(llm: LlmServer) -> AsyncIterator[openai.AsyncOpenAI]:
     await client.close()
 
 
+def classified(error: BaseException, where: str) -> ApplicationError:
+    """How a step fails after this one provider failure, as the step itself decides."""
+    failure = ProviderFailure(0, where, error)
+    return step_failure([failure], AttemptLedger(), TimeoutPolicy(), TEST_API_KEY)
+
+
 async def failure_of(provider: openai.AsyncOpenAI) -> ApplicationError:
     with pytest.raises(Exception) as raised:
         await chat(provider, "gpt-4.1", MESSAGES, LIMITS)
-    return to_application_error(raised.value, "summarize page 1 of a.pdf", TEST_API_KEY)
+    return classified(raised.value, "summarize page 1 of a.pdf")
 
 
 async def test_chat_returns_text_and_usage(provider: openai.AsyncOpenAI) -> None:
@@ -134,5 +142,5 @@ async def test_connection_refused_is_a_connection_error() -> None:
     client = make_client("http://127.0.0.1:9/v1", TEST_API_KEY)
     with pytest.raises(openai.APIConnectionError) as raised:
         await chat(client, "gpt-4.1", MESSAGES, LIMITS)
-    assert to_application_error(raised.value, "x", TEST_API_KEY).type == "CONNECTION"
+    assert classified(raised.value, "x").type == "CONNECTION"
     await client.close()

@@ -45,7 +45,7 @@ class Started(BaseModel):
     program: str
 
 
-def _tool(name: str) -> str:
+def installed_tool(name: str) -> str:
     """A program installed beside this interpreter (the venv), else on PATH."""
     beside = Path(sys.executable).parent / name
     if beside.exists():
@@ -68,7 +68,7 @@ def services(settings: Settings) -> list[ServiceSpec]:
     r_host, r_port = settings.redis_host_port
     l_host, l_port = settings.llm_host_port
     temporal = [
-        _tool("temporal"), "server", "start-dev",
+        installed_tool("temporal"), "server", "start-dev",
         "--ip", t_host, "--port", str(t_port), "--ui-port", str(settings.temporal_ui_port),
         "--db-filename", str(state / "temporal.db"),
         # WAL with synchronous=NORMAL: ~70 activities/s on 2 cores instead of ~30.
@@ -80,7 +80,7 @@ def services(settings: Settings) -> list[ServiceSpec]:
         "--dir", str(state / "redis"), "--appendonly", "yes", "--save", "",
     ]  # fmt: skip
     llm = [
-        _tool("llmock"), "serve", "--host", l_host, "--port", str(l_port),
+        installed_tool("llmock"), "serve", "--host", l_host, "--port", str(l_port),
         "--latency-ms", str(settings.llm_server_latency_ms),
         "--stream-chunk-delay-ms", str(settings.llm_server_chunk_delay_ms),
     ]  # fmt: skip

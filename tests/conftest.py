@@ -18,7 +18,8 @@ from longtask.connections import connect_redis
 from longtask.payload_store import data_converter
 from longtask.search_attributes import KEYS
 from longtask.settings import Settings
-from tests.servers import LlmServer, RedisServer, tool
+from longtask.stack import installed_tool
+from tests.servers import LlmServer, RedisServer
 from tests.workers import WorkerProcess
 from worker import build_worker
 
@@ -40,7 +41,7 @@ def payload_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 async def temporal_env(payload_dir: Path) -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=tool("temporal"),
+        dev_server_existing_path=installed_tool("temporal"),
         data_converter=data_converter(payload_dir, PAYLOAD_THRESHOLD),
         search_attributes=KEYS,
     )
@@ -50,18 +51,14 @@ async def temporal_env(payload_dir: Path) -> AsyncIterator[WorkflowEnvironment]:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
 def llm_server() -> Iterator[LlmServer]:
-    server = LlmServer()
-    server.start()
-    yield server
-    server.stop()
+    with LlmServer() as server:
+        yield server
 
 
 @pytest.fixture

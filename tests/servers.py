@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from longtask.stack import redis_server_binary
+from longtask.stack import installed_tool, redis_server_binary
 
 
 def free_port() -> int:
@@ -20,15 +18,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def tool(name: str) -> str:
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
-    assert found, f"{name} is not installed; run `make install`"
-    return found
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
@@ -64,6 +53,13 @@ class ServerProcess:
             self.process.wait(timeout=10)
             self.process = None
 
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 class RedisServer(ServerProcess):
     def __init__(self, directory: Path) -> None:
@@ -95,7 +91,7 @@ class LlmServer(ServerProcess):
 
     def command(self) -> list[str]:
         return [
-            tool("llmock"), "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            installed_tool("llmock"), "serve", "--host", "127.0.0.1", "--port", str(self.port),
             *self.extra_args,
         ]  # fmt: skip
 

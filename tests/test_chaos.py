@@ -216,10 +216,8 @@ async def test_a_refused_key_stops_the_whole_task_at_once(
 
 @pytest.fixture(scope="module")
 def quota_llm() -> Iterator[LlmServer]:
-    server = LlmServer("--rpm", "60")
-    server.start()
-    yield server
-    server.stop()
+    with LlmServer("--rpm", "60") as server:
+        yield server
 
 
 @pytest.fixture

@@ -23,9 +23,8 @@ from worker import build_worker
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis")
     server.directory.mkdir()
-    server.start()
-    yield server
-    server.stop()
+    with server:
+        yield server
 
 
 @pytest.fixture

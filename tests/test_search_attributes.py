@@ -10,14 +10,15 @@ from temporalio.worker import Worker
 
 from longtask.search_attributes import TASK_COST, TASK_PROGRESS, TASK_STATE, registered
 from longtask.settings import Settings
+from longtask.stack import installed_tool
 from tests.conftest import EXAMPLES
-from tests.servers import LlmServer, tool
+from tests.servers import LlmServer
 from tests.tasks import start
 
 
 def temporal_list(address: str, query: str) -> str:
     done = subprocess.run(
-        [tool("temporal"), "workflow", "list", "--address", address, "--query", query],
+        [installed_tool("temporal"), "workflow", "list", "--address", address, "--query", query],
         capture_output=True,
         text=True,
         timeout=60,

@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from longtask.stack import installed_tool
 from tests.conftest import ROOT
-from tests.servers import free_port, tool
+from tests.servers import free_port
 
 
 def port_open(port: int) -> bool:
@@ -49,7 +50,7 @@ def test_up_starts_each_service_where_configured_and_down_stops_only_those(
             assert port_open(port), port
         # Tasks can be filtered by state, progress and cost on this server.
         listed_attributes = subprocess.run(
-            [tool("temporal"), "operator", "search-attribute", "list",
+            [installed_tool("temporal"), "operator", "search-attribute", "list",
              "--address", f"127.0.0.1:{ports['temporal']}"],
             capture_output=True, text=True, timeout=60, check=True,
         ).stdout  # fmt: skip

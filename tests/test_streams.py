@@ -74,10 +74,8 @@ async def test_a_stream_cut_by_a_dropped_connection_is_continued(
 @pytest.fixture(scope="module")
 def slow_llm() -> Iterator[LlmServer]:
     """A server that paces its streams like real generation: 20 ms a chunk."""
-    server = LlmServer("--stream-chunk-delay-ms", "20")
-    server.start()
-    yield server
-    server.stop()
+    with LlmServer("--stream-chunk-delay-ms", "20") as server:
+        yield server
 
 
 async def pending_report_heartbeat(

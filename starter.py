@@ -32,8 +32,9 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from longtask.checkpoint_reader import load_checkpoint
-from longtask.checkpoints import ProgressSnapshot, progress_key
+from longtask.checkpoints import Checkpoint, ProgressSnapshot, progress_key
 from longtask.connections import connect_redis, connect_temporal
+from longtask.cost import TaskBudget, TokenUsage
 from longtask.live_view import print_result, query_status, show_live
 from longtask.models import ModelRoute, ResumePoint, TaskInput, TaskResult
 from longtask.process_exit import exit_now
@@ -55,6 +56,7 @@ def task_input(
     paths: list[str],
     task_id: str | None,
     models: dict[str, str | None] | None = None,
+    budget: TaskBudget | None = None,
 ) -> TaskInput:
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
@@ -73,8 +75,33 @@ def task_input(
         policy=settings.timeout_policy(),
         heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
         document_concurrency=settings.document_concurrency,
+        batch_documents=settings.batch_documents,
         call_concurrency=settings.call_concurrency,
         deadline_seconds=settings.task_deadline_seconds,
+        budget=budget or settings_budget(settings),
+        prices=settings.prices,
+    )
+
+
+def checkpoint_usage(checkpoint: Checkpoint) -> TokenUsage:
+    return TokenUsage.model_validate(checkpoint.metadata.get("usage") or {})
+
+
+def settings_budget(settings: Settings) -> TaskBudget:
+    return TaskBudget(max_cost_usd=settings.budget_usd, max_tokens=settings.budget_tokens)
+
+
+def budget_of(args: argparse.Namespace, fallback: TaskBudget) -> TaskBudget:
+    """The budget the command line names, each limit not named keeping ``fallback``'s."""
+    if args.budget_usd is None and args.budget_tokens is None:
+        return fallback
+    if (args.budget_usd is not None and args.budget_usd <= 0) or (
+        args.budget_tokens is not None and args.budget_tokens <= 0
+    ):
+        raise UsageError("a budget must be greater than 0")
+    return TaskBudget(
+        max_cost_usd=fallback.max_cost_usd if args.budget_usd is None else args.budget_usd,
+        max_tokens=fallback.max_tokens if args.budget_tokens is None else args.budget_tokens,
     )
 
 
@@ -111,7 +138,12 @@ async def status_json(settings: Settings, client: Client, task_id: str) -> dict[
         return {
             **status.record.model_dump(mode="json"),
             "state": status.state.value,
+            "cost_so_far": status.cost_so_far,
+            "documents": status.documents,
+            "documents_done": status.documents_done,
+            "documents_failed": status.documents_failed,
             "calls": calls,
+            "ledger": [entry.model_dump() for entry in status.ledger.rows()],
         }
     redis = connect_redis(settings)
     try:
@@ -133,7 +165,11 @@ async def previous_input(handle: WorkflowHandle[Any, Any], client: Client) -> Ta
 
 
 async def resume(
-    client: Client, settings: Settings, task_id: str, checkpoint_id: str | None
+    client: Client,
+    settings: Settings,
+    task_id: str,
+    checkpoint_id: str | None,
+    args: argparse.Namespace | None = None,
 ) -> str:
     """Continue a paused task, or start a new run of an ended one from a checkpoint."""
     handle = client.get_workflow_handle(task_id)
@@ -145,7 +181,9 @@ async def resume(
         await handle.execute_update("resume", result_type=str)
         return f"task {task_id} resumed"
     if description.status == WorkflowExecutionStatus.COMPLETED:
-        raise UsageError(f"task {task_id} completed; there is nothing to resume")
+        ended = await outcome(client.get_workflow_handle(task_id, result_type=TaskResult))
+        if ended is None or ended.state is not TaskState.BUDGET_EXCEEDED:
+            raise UsageError(f"task {task_id} completed; there is nothing to resume")
     redis = connect_redis(settings)
     try:
         checkpoint = await load_checkpoint(redis, task_id, checkpoint_id)
@@ -154,11 +192,20 @@ async def resume(
     if checkpoint is None:
         which = checkpoint_id or "no checkpoint"
         raise UsageError(f"task {task_id}: {which} found in Redis; see `status` or --checkpoint")
-    task = (await previous_input(handle, client)).model_copy(
+    previous = await previous_input(handle, client)
+    budget = previous.budget if args is None else budget_of(args, previous.budget)
+    if budget.exceeded_by(checkpoint_usage(checkpoint), previous.prices):
+        raise UsageError(
+            f"task {task_id} has spent its budget; resume it with a larger --budget-usd "
+            "or --budget-tokens"
+        )
+    task = previous.model_copy(
         update={
             "resume_from": ResumePoint(
                 checkpoint_id=checkpoint.id, previous_run_id=description.run_id
-            )
+            ),
+            "budget": budget,
+            "carried": None,
         }
     )
     new_run = await client.start_workflow(
@@ -191,7 +238,8 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     task = None
     if args.command in ("run", "start"):
         models = {kind: getattr(args, f"model_{kind}") for kind in MODEL_KINDS}
-        task = task_input(settings, args.paths, args.task_id, models)
+        budget = budget_of(args, settings_budget(settings))
+        task = task_input(settings, args.paths, args.task_id, models, budget)
     client = await connect_temporal(settings)
     if task is not None:
         task_id = await start_task(client, settings, task)
@@ -223,7 +271,7 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(f"task {args.task_id} {state}")
         return 0
     if args.command == "resume":
-        print(await resume(client, settings, args.task_id, args.checkpoint))
+        print(await resume(client, settings, args.task_id, args.checkpoint, args))
         return 0
     if args.command == "cancel":
         await client.get_workflow_handle(args.task_id).cancel()
@@ -243,6 +291,7 @@ def parser() -> argparse.ArgumentParser:
             command.add_argument(
                 f"--model-{kind}", help=f"model for the {kind} steps of this task (LTM_MODEL_*)"
             )
+        add_budget_options(command)
     commands.add_parser("watch", help="live progress").add_argument("task_id")
     status = commands.add_parser("status", help="progress record and state")
     status.add_argument("task_id")
@@ -254,7 +303,17 @@ def parser() -> argparse.ArgumentParser:
     )
     resumed.add_argument("task_id")
     resumed.add_argument("--checkpoint", help="checkpoint id to start from (default: the newest)")
+    add_budget_options(resumed)
     return root
+
+
+def add_budget_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--budget-usd", type=float, help="stop the task once it has cost this much (LTM_BUDGET_USD)"
+    )
+    command.add_argument(
+        "--budget-tokens", type=int, help="stop the task after this many tokens (LTM_BUDGET_TOKENS)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,9 +17,11 @@ from redis.asyncio import Redis
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.batch import DocumentBatches
 from activities.documents import load_documents
 from activities.mirror import MirrorActivities
 from activities.provider import make_client
+from activities.report_files import ReportStore
 from activities.steps import DocumentSteps
 from longtask.connections import connect_redis, connect_temporal
 from longtask.process_exit import exit_now
@@ -49,6 +51,7 @@ def build_worker(
         settings.progress_signal_seconds,
         redis,
     )
+    batches = DocumentBatches(steps, ReportStore(settings.report_folder()))
     mirror = MirrorActivities(redis)
     return Worker(
         client,
@@ -56,6 +59,7 @@ def build_worker(
         workflows=[DocumentTaskWorkflow],
         activities=[
             load_documents,
+            batches.process_documents,
             steps.embed_chunks,
             steps.summarize_pages,
             steps.reason_across_pages,

@@ -100,10 +100,14 @@ def step_failure(
     )
 
 
-def handover(done: int, total: int, policy: TimeoutPolicy, stats: CallStats) -> ApplicationError:
-    """The step stops because its worker shuts down; another worker takes it at once."""
+def handover(
+    done: int, total: int, policy: TimeoutPolicy, stats: CallStats, why: str = ""
+) -> ApplicationError:
+    """The step stops before its last call: its worker shuts down, or another step of the
+    same activity met a rate limit. It is taken up again at once, by this or another worker."""
+    why = why or "worker shutting down"
     return ApplicationError(
-        f"worker shutting down: handed over with {done} of {total} calls done",
+        f"{why}: handed over with {done} of {total} calls done",
         stats.model_dump(),
         type=WORKER_SHUTDOWN,
         next_retry_delay=timedelta(seconds=policy.worker_loss_retry_seconds),

@@ -21,7 +21,7 @@ from longtask.checkpoints import (
     latest_key,
     progress_key,
 )
-from longtask.cost import TokenUsage
+from longtask.cost import CostLedger, LedgerEntry, TokenUsage
 from longtask.models import ResumeRequest, ResumeState, step_key
 
 # One script, so a reader never sees `latest` naming a checkpoint not yet written, and a slow
@@ -74,6 +74,12 @@ def resume_state_of(checkpoint: Checkpoint) -> ResumeState:
             state.results[step_key(result["path"], result["step"])] = list(result["outputs"])
     with contextlib.suppress(ValueError):
         state.usage = TokenUsage.model_validate(checkpoint.metadata.get("usage") or {})
+    with contextlib.suppress(ValueError):
+        rows = checkpoint.metadata.get("ledger") or []
+        state.ledger = CostLedger.from_rows([LedgerEntry.model_validate(row) for row in rows])
+    variables = checkpoint.state.variables
+    state.finished = str(variables.get("finished") or "")
+    state.documents_digest = str(variables.get("documents_digest") or "")
     partial_for = checkpoint.metadata.get("partial_for")
     if checkpoint.partial_response and isinstance(partial_for, dict) and "path" in partial_for:
         key = step_key(partial_for["path"], partial_for["step"])

@@ -1,4 +1,9 @@
-"""Progress of a running step: heartbeat details for durability, throttled signals for the task."""
+"""Progress of running steps: heartbeat details for durability, throttled signals for the task.
+
+An activity runs one step or, for a batch, every step of several documents. Each step keeps
+its own StepReporter; the activity's ActivityPulse heartbeats all of them together and tells
+the task workflow how far they got.
+"""
 
 from __future__ import annotations
 
@@ -7,95 +12,124 @@ import time
 from types import TracebackType
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 
 from activities.attempts import AttemptLedger
 from activities.continuation import join_continuation
 from activities.metrics import record_tokens
-from longtask.cost import TokenUsage
-from longtask.models import ProgressEvent
+from longtask.cost import CostLedger, TokenUsage
+from longtask.models import DocumentOutcome, ProgressEvent, StepResult
 from longtask.policies import StepKind
 from longtask.progress import ProgressRecord, build_record
 
-PROGRESS_SIGNAL = "step_progress"
+PROGRESS_SIGNAL = "steps_progress"
+
+
+def slot_of(document: int, kind: StepKind) -> str:
+    return f"{document}:{kind.value}"
 
 
 class StepHeartbeat(BaseModel):
-    """Heartbeat details of a step: its progress record and every result it already has.
-
-    Temporal keeps the newest details across attempts and workers, so a retried or resumed
-    step starts from them instead of calling the provider again for finished items.
-    """
+    """What a running step has: its progress record and every result it already got."""
 
     record: ProgressRecord
     outputs: dict[int, str] = Field(default_factory=dict)
     usage: TokenUsage = Field(default_factory=TokenUsage)
     ledger: AttemptLedger = Field(default_factory=AttemptLedger)
+    costs: CostLedger = Field(default_factory=CostLedger)
     partial_text: str | None = None
     chunks: int = 0
 
 
-def restored_heartbeat() -> StepHeartbeat | None:
-    """The details the previous attempt of this step left, if any."""
+class ActivityHeartbeat(BaseModel):
+    """Heartbeat details of an activity: running steps, finished steps, ended documents.
+
+    Temporal keeps the newest details across attempts and workers, so a retried or resumed
+    activity starts from them instead of calling the provider again for finished work.
+    """
+
+    steps: dict[str, StepHeartbeat] = Field(default_factory=dict)
+    finished: dict[str, StepResult] = Field(default_factory=dict)
+    outcomes: dict[int, DocumentOutcome] = Field(default_factory=dict)
+
+
+def restored_heartbeat() -> ActivityHeartbeat:
+    """The details the previous attempt of this activity left, if any."""
     details = activity.info().heartbeat_details
     if not details:
-        return None
-    return StepHeartbeat.model_validate(details[0])
+        return ActivityHeartbeat()
+    try:
+        return ActivityHeartbeat.model_validate(details[0])
+    except ValidationError:
+        # Details of an older release: start the activity afresh rather than fail it.
+        activity.logger.warning("heartbeat details of another format ignored")
+        return ActivityHeartbeat()
 
 
 class StepReporter:
-    """Keeps a step's details current, heartbeats them, and tells the workflow how far it got.
-
-    Heartbeats go out on a timer rather than per result, so a step that waits on a slow call
-    still proves its worker is alive; the SDK throttles what reaches the server.
-    """
+    """The state of one running step: outputs per call, tokens, attempts, streamed text."""
 
     def __init__(
         self,
-        client: Client,
         task_id: str,
         document: int,
         kind: StepKind,
         total: int,
-        signal_seconds: float,
+        attempt: int,
+        previous: StepHeartbeat | None,
     ) -> None:
-        info = activity.info()
-        self._client = client
+        self.document = document
+        self.kind = kind
+        self.total = total
         self._task_id = task_id
-        self._document = document
-        self._kind = kind
-        self._total = total
-        self._signal_seconds = signal_seconds
-        timeout = info.heartbeat_timeout.total_seconds() if info.heartbeat_timeout else 10.0
-        self._heartbeat_seconds = timeout / 4
-        self._attempt = info.attempt
-        self._workflow_id = info.workflow_id
+        self._attempt = attempt
         self._started = time.monotonic()
-        previous = restored_heartbeat()
         self.outputs: dict[int, str] = dict(previous.outputs) if previous else {}
         self.usage = previous.usage if previous else TokenUsage()
         self.ledger = previous.ledger if previous else AttemptLedger()
+        self.costs = previous.costs if previous else CostLedger()
         # Text a previous attempt streamed before it was cut: the retry continues from it.
         self.resumed_text = (previous.partial_text or "") if previous else ""
+        # A new attempt after a provider failure is a retry; after a lost worker it is not.
+        self.retrying = attempt > 1 and self.ledger.has_failures
         self._partial_prefix = ""
         self._partial: list[str] = []
-        self._chunks = 0
-        self._signalled_done = -1
-        self._last_signal = 0.0
-        self._loop: asyncio.Task[None] | None = None
-        self._signal_task: asyncio.Task[None] | None = None
+        self.chunks = 0
+        self.signalled = (-1, -1)
+
+    @property
+    def slot(self) -> str:
+        return slot_of(self.document, self.kind)
 
     def item_done(self, index: int, output: str, model: str, prompt: int, completion: int) -> None:
         self.outputs[index] = output
         self.usage.add(model, prompt, completion)
-        record_tokens(self._kind.value, model, prompt, completion)
+        attempt = self.ledger.attempt_of(index) + 1
+        self.costs.record(self.kind.value, model, attempt, "success", prompt, completion)
+        record_tokens(self.kind.value, model, prompt, completion)
+
+    def attempt_failed(self, model: str, attempt: int, status: str, streamed: int) -> None:
+        """Book a failed attempt; ``streamed`` tokens it sent before the cut are billed."""
+        self.usage.add(model, 0, streamed)
+        self.costs.record(self.kind.value, model, attempt, status, 0, streamed)
+        if streamed:
+            record_tokens(self.kind.value, model, 0, streamed)
+
+    def tokens_saved(self, model: str, tokens: int) -> None:
+        """Completion tokens a continued stream did not pay again."""
+        self.usage.add_saved(model, tokens)
+        self.costs.record(self.kind.value, model, 0, "saved", saved=tokens, calls=0)
+
+    def streamed_text(self) -> str:
+        """What the current attempt itself has streamed (without the resumed text)."""
+        return "".join(self._partial)
 
     def streaming(self, parts: list[str], chunks: int) -> None:
         """Record the stream so far: ``parts`` is the live list the stream appends to."""
         self._partial = parts
-        self._chunks = chunks
+        self.chunks = chunks
 
     def continue_from(self, prefix: str) -> None:
         """This attempt continues ``prefix``: the text so far starts with it."""
@@ -106,32 +140,113 @@ class StepReporter:
         return join_continuation(self._partial_prefix, "".join(self._partial))
 
     def details(self) -> StepHeartbeat:
-        done = len(self.outputs)
         record = build_record(
             self._task_id,
-            done,
-            self._total,
+            len(self.outputs),
+            self.total,
             time.monotonic() - self._started,
-            {"document": self._document, "kind": self._kind.value, "attempt": self._attempt},
+            {"document": self.document, "kind": self.kind.value, "attempt": self._attempt},
         )
-        partial = self.partial_text() or None
         return StepHeartbeat(
             record=record,
             outputs=self.outputs,
             usage=self.usage,
             ledger=self.ledger,
-            partial_text=partial,
-            chunks=self._chunks,
+            costs=self.costs,
+            partial_text=self.partial_text() or None,
+            chunks=self.chunks,
+        )
+
+    def event(self, retrying: bool = False) -> ProgressEvent:
+        self.signalled = (len(self.outputs), self.chunks)
+        return ProgressEvent(
+            document=self.document,
+            kind=self.kind,
+            done=len(self.outputs),
+            total=self.total,
+            done_items=sorted(self.outputs),
+            attempt=self._attempt,
+            retrying=retrying,
+            stats=self.ledger.stats,
+            usage=self.usage,
+        )
+
+    @property
+    def changed(self) -> bool:
+        return self.signalled != (len(self.outputs), self.chunks)
+
+
+class ActivityPulse:
+    """Heartbeats every step of one activity and signals their progress to the task.
+
+    Heartbeats go out on a timer rather than per result, so an activity that waits on a slow
+    call still proves its worker is alive; the SDK throttles what reaches the server. The
+    calls of all its steps share one gate, and once ``halted`` no new call starts.
+    """
+
+    def __init__(self, client: Client, task_id: str, signal_seconds: float, calls: int) -> None:
+        info = activity.info()
+        self._client = client
+        self._task_id = task_id
+        self._signal_seconds = signal_seconds
+        timeout = info.heartbeat_timeout.total_seconds() if info.heartbeat_timeout else 10.0
+        self._heartbeat_seconds = timeout / 4
+        self._attempt = info.attempt
+        self._workflow_id = info.workflow_id
+        restored = restored_heartbeat()
+        self._restored_steps = restored.steps
+        self.finished = restored.finished
+        self.outcomes = restored.outcomes
+        self._running: dict[str, StepReporter] = {}
+        self.abandoned: dict[str, StepResult] = {}
+        self._urgent: list[ProgressEvent] = []
+        self.gate = asyncio.Semaphore(calls)
+        self.halted = False
+        self._last_signal = 0.0
+        self._loop: asyncio.Task[None] | None = None
+        self._signal_task: asyncio.Task[None] | None = None
+
+    def step(self, document: int, kind: StepKind, total: int) -> StepReporter:
+        """A reporter for a step starting now, with whatever an earlier attempt left of it."""
+        slot = slot_of(document, kind)
+        reporter = StepReporter(
+            self._task_id, document, kind, total, self._attempt, self._restored_steps.get(slot)
+        )
+        self._running[slot] = reporter
+        if reporter.retrying:
+            # Said at once: a retried step that succeeds quickly would end before the timer.
+            self._urgent.append(reporter.event(retrying=True))
+            if self._signal_task is None or self._signal_task.done():
+                self._send_progress(self._urgent)
+        return reporter
+
+    def step_finished(self, reporter: StepReporter, result: StepResult) -> None:
+        self._running.pop(reporter.slot, None)
+        self.finished[reporter.slot] = result
+
+    def step_abandoned(self, reporter: StepReporter, result: StepResult) -> None:
+        """A step that failed for good: its attempts travel with the document's outcome."""
+        self._running.pop(reporter.slot, None)
+        self.abandoned[reporter.slot] = result
+
+    def running_step(self, document: int, kind: StepKind) -> StepReporter | None:
+        return self._running.get(slot_of(document, kind))
+
+    def may_start(self) -> bool:
+        return not self.halted and not activity.is_worker_shutdown()
+
+    def details(self) -> ActivityHeartbeat:
+        return ActivityHeartbeat(
+            steps={slot: reporter.details() for slot, reporter in self._running.items()},
+            finished=self.finished,
+            outcomes=self.outcomes,
         )
 
     def heartbeat(self) -> None:
         activity.heartbeat(self.details().model_dump(mode="json"))
 
-    async def __aenter__(self) -> StepReporter:
+    async def __aenter__(self) -> ActivityPulse:
         self.heartbeat()
-        # A new attempt after a provider failure is a retry; after a lost worker it is not.
-        if self._attempt > 1 and self.ledger.has_failures:
-            self._send_progress(retrying=True)
         self._loop = asyncio.create_task(self._run())
         return self
 
@@ -153,31 +268,24 @@ class StepReporter:
             await asyncio.sleep(self._heartbeat_seconds)
             self.heartbeat()
             due = time.monotonic() - self._last_signal >= self._signal_seconds
-            if due and (len(self.outputs) != self._signalled_done or self._chunks):
-                self._send_progress(retrying=False)
+            busy = self._signal_task is not None and not self._signal_task.done()
+            if (self._urgent or due) and not busy:
+                events = self._urgent + [r.event() for r in self._running.values() if r.changed]
+                if events:
+                    self._send_progress(events)
 
-    def _send_progress(self, retrying: bool) -> None:
-        if self._workflow_id is None or (self._signal_task and not self._signal_task.done()):
+    def _send_progress(self, events: list[ProgressEvent]) -> None:
+        if self._workflow_id is None:
             return
-        event = ProgressEvent(
-            document=self._document,
-            kind=self._kind,
-            done=len(self.outputs),
-            total=self._total,
-            done_items=sorted(self.outputs),
-            attempt=self._attempt,
-            retrying=retrying,
-            stats=self.ledger.stats,
-        )
-        self._signalled_done = event.done
+        self._urgent = []
         self._last_signal = time.monotonic()
         handle = self._client.get_workflow_handle(self._workflow_id)
-        self._signal_task = asyncio.create_task(_signal_quietly(handle, event))
+        self._signal_task = asyncio.create_task(_signal_quietly(handle, events))
 
 
-async def _signal_quietly(handle: WorkflowHandle[Any, Any], event: ProgressEvent) -> None:
+async def _signal_quietly(handle: WorkflowHandle[Any, Any], events: list[ProgressEvent]) -> None:
     """Progress is advisory: a closed or unreachable workflow must not fail the step."""
     try:
-        await handle.signal(PROGRESS_SIGNAL, event)
+        await handle.signal(PROGRESS_SIGNAL, events)
     except Exception as error:
         activity.logger.debug("progress signal dropped: %s", error)

@@ -14,6 +14,7 @@ import openai
 from redis.asyncio import Redis
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 
 from activities import prompts
 from activities.attempts import ProviderFailure, handover, step_failure
@@ -28,10 +29,10 @@ from activities.errors import kind_of
 from activities.metrics import record_attempt, record_saved_tokens
 from activities.partials import PartialMirror
 from activities.provider import CallLimits, ChatAnswer, chat, embed, stream_chat
-from activities.reporting import StepReporter
+from activities.reporting import ActivityPulse, StepReporter, slot_of
 from longtask.models import StepRequest, StepResult
 from longtask.policies import ErrorKind, StepKind
-from longtask.text import EMBED_BATCH, chunks_of, embed_batches
+from longtask.text import EMBED_BATCH, chunks_of
 
 KEY_PASSAGES = 3
 # What the key passages are chosen for: the chunks nearest to this in embedding space.
@@ -53,19 +54,19 @@ async def read_document(request: StepRequest) -> list[str]:
 
 
 async def run_bounded(
-    indexes: Iterable[int], limit: int, work: Callable[[int], Awaitable[None]]
+    indexes: Iterable[int], pulse: ActivityPulse, work: Callable[[int], Awaitable[None]]
 ) -> list[ProviderFailure]:
-    """Run ``work`` on each index, ``limit`` at a time, and return the provider failures.
+    """Run ``work`` on each index through the activity's call gate; return provider failures.
 
-    After the first failure, or once the worker starts shutting down, no new call starts, but
-    calls already in flight finish: their answers are paid for and are kept.
+    After the step's first failure, or once the activity halts (worker shutting down, rate
+    limited), no new call starts, but calls already in flight finish: their answers are paid
+    for and are kept.
     """
-    gate = asyncio.Semaphore(limit)
     failures: list[ProviderFailure] = []
 
     async def one(index: int) -> None:
-        async with gate:
-            if failures or activity.is_worker_shutdown():
+        async with pulse.gate:
+            if failures or not pulse.may_start():
                 return
             try:
                 await work(index)
@@ -77,7 +78,12 @@ async def run_bounded(
 
 
 class DocumentSteps:
-    """Activities of the document agent, sharing one provider client and one Temporal client."""
+    """The document agent's steps, sharing one provider client and one Temporal client.
+
+    ``run_step`` runs one step of one document inside an activity's pulse; the per-step
+    activities below are the form older task runs schedule (see workflows/document_task.py),
+    the batch activity (activities/batch.py) runs every step of several documents.
+    """
 
     def __init__(
         self,
@@ -93,20 +99,41 @@ class DocumentSteps:
         self._api_key = api_key
         self._signal_seconds = signal_seconds
 
-    def _reporter(self, request: StepRequest, kind: StepKind, total: int) -> StepReporter:
-        return StepReporter(
-            self._temporal,
-            request.task_id,
-            request.document.index,
-            kind,
-            total,
-            self._signal_seconds,
-        )
+    def pulse(self, task_id: str, call_concurrency: int) -> ActivityPulse:
+        return ActivityPulse(self._temporal, task_id, self._signal_seconds, call_concurrency)
+
+    async def run_step(
+        self, request: StepRequest, kind: StepKind, pulse: ActivityPulse
+    ) -> StepResult:
+        """One step of one document; a step an earlier attempt finished is not run again.
+
+        A step that fails for good leaves its attempts in ``pulse.abandoned`` for the
+        document's outcome; one that will be retried keeps its reporter in the heartbeat.
+        """
+        document = request.document
+        finished = pulse.finished.get(slot_of(document.index, kind))
+        if finished is not None:
+            return finished
+        reporter = pulse.step(document.index, kind, document.calls(kind))
+        run = {
+            StepKind.EMBED: self._embed,
+            StepKind.SUMMARIZE: self._summarize,
+            StepKind.REASON: self._reason,
+            StepKind.REPORT: self._report,
+        }[kind]
+        try:
+            outputs = await run(request, reporter, pulse)
+        except ApplicationError as error:
+            if error.non_retryable:
+                pulse.step_abandoned(reporter, self._result(request, reporter, []))
+            raise
+        result = self._result(request, reporter, outputs)
+        pulse.step_finished(reporter, result)
+        return result
 
     async def _attempt(
         self,
         request: StepRequest,
-        kind: StepKind,
         reporter: StepReporter,
         item: int,
         where: str,
@@ -114,6 +141,7 @@ class DocumentSteps:
     ) -> Answer:
         """One provider attempt of one call, under that call's own attempt's limits."""
         policy = request.policy
+        kind = reporter.kind
         attempt = reporter.ledger.attempt_of(item)
         limits = CallLimits(
             total=policy.attempt_timeout(kind.task_type, attempt),
@@ -128,7 +156,11 @@ class DocumentSteps:
             status = "cancelled"
             raise
         except Exception as error:
-            status = "timeout" if kind_of(error) is ErrorKind.TIMEOUT else "error"
+            failed_as = kind_of(error)
+            status = "timeout" if failed_as is ErrorKind.TIMEOUT else "error"
+            # A stream cut after it started is billed for what it sent: that is paid for.
+            streamed = estimate_tokens(reporter.streamed_text()) if reporter.chunks else 0
+            reporter.attempt_failed(request.model, attempt + 1, failed_as.value.lower(), streamed)
             raise ProviderFailure(item, where, error) from error
         finally:
             if status != "cancelled":
@@ -146,78 +178,86 @@ class DocumentSteps:
         self,
         request: StepRequest,
         reporter: StepReporter,
-        total: int,
+        pulse: ActivityPulse,
         work: Callable[[int], Awaitable[None]],
     ) -> None:
         """Make every call not done yet; fail the step as the attempts say, or hand it over."""
+        total = reporter.total
         todo = [item for item in range(total) if item not in reporter.outputs]
-        failures = await run_bounded(todo, request.call_concurrency, work)
+        failures = await run_bounded(todo, pulse, work)
         if failures:
+            if any(failure.kind is ErrorKind.RATE_LIMITED for failure in failures):
+                # The provider asked to slow down: the activity's other steps hold back too.
+                pulse.halted = True
             raise step_failure(failures, reporter.ledger, request.policy, self._api_key)
         if len(reporter.outputs) < total:
-            raise handover(len(reporter.outputs), total, request.policy, reporter.ledger.stats)
+            why = "held back by a rate limit" if pulse.halted else ""
+            raise handover(len(reporter.outputs), total, request.policy, reporter.ledger.stats, why)
 
-    def _result(self, kind: StepKind, request: StepRequest, reporter: StepReporter,
-                outputs: list[str]) -> StepResult:  # fmt: skip
+    def _result(
+        self, request: StepRequest, reporter: StepReporter, outputs: list[str]
+    ) -> StepResult:
         return StepResult(
-            kind=kind,
+            kind=reporter.kind,
             document=request.document.index,
             outputs=outputs,
             usage=reporter.usage,
             stats=reporter.ledger.stats,
+            ledger=reporter.costs,
+            model=request.model,
         )
 
-    @activity.defn(name="embed_chunks")
-    async def embed_chunks(self, request: StepRequest) -> StepResult:
+    async def _embed(
+        self, request: StepRequest, reporter: StepReporter, pulse: ActivityPulse
+    ) -> list[str]:
         """Embed every chunk and pick the passages nearest to what a report needs."""
         chunks = chunks_of(await read_document(request))
-        batches = embed_batches(len(chunks))
-        async with self._reporter(request, StepKind.EMBED, batches) as reporter:
+        batches = reporter.total
 
-            async def one(batch: int) -> None:
-                texts = [
-                    KEY_PASSAGE_QUERY,
-                    *chunks[batch * EMBED_BATCH : (batch + 1) * EMBED_BATCH],
-                ]
-                where = f"embed batch {batch + 1}/{batches} of {request.document.name}"
-                vectors, tokens = await self._attempt(
-                    request, StepKind.EMBED, reporter, batch, where,
-                    lambda limits: embed(self._llm, request.model, texts, limits),
-                )  # fmt: skip
-                scores = [_cosine(vectors[0], vector) for vector in vectors[1:]]
-                reporter.item_done(batch, json.dumps(scores), request.model, tokens, 0)
+        async def one(batch: int) -> None:
+            texts = [KEY_PASSAGE_QUERY, *chunks[batch * EMBED_BATCH : (batch + 1) * EMBED_BATCH]]
+            where = f"embed batch {batch + 1}/{batches} of {request.document.name}"
+            vectors, tokens = await self._attempt(
+                request, reporter, batch, where,
+                lambda limits: embed(self._llm, request.model, texts, limits),
+            )  # fmt: skip
+            scores = [_cosine(vectors[0], vector) for vector in vectors[1:]]
+            reporter.item_done(batch, json.dumps(scores), request.model, tokens, 0)
 
-            await self._run_calls(request, reporter, batches, one)
-            scores = [s for b in range(batches) for s in json.loads(reporter.outputs[b])]
+        await self._run_calls(request, reporter, pulse, one)
+        scores = [s for b in range(batches) for s in json.loads(reporter.outputs[b])]
         nearest = sorted(range(len(chunks)), key=lambda i: scores[i], reverse=True)
-        passages = [chunks[i] for i in sorted(nearest[:KEY_PASSAGES])]
-        return self._result(StepKind.EMBED, request, reporter, passages)
+        return [chunks[i] for i in sorted(nearest[:KEY_PASSAGES])]
 
-    @activity.defn(name="summarize_pages")
-    async def summarize_pages(self, request: StepRequest) -> StepResult:
+    async def _summarize(
+        self, request: StepRequest, reporter: StepReporter, pulse: ActivityPulse
+    ) -> list[str]:
         """Summarize each page, several calls at a time."""
         pages = await read_document(request)
-        async with self._reporter(request, StepKind.SUMMARIZE, len(pages)) as reporter:
 
-            async def one(page: int) -> None:
-                where = f"summarize page {page + 1}/{len(pages)} of {request.document.name}"
-                messages = prompts.summarize_page(request.document.name, page, pages[page])
-                answer = await self._attempt(
-                    request, StepKind.SUMMARIZE, reporter, page, where,
-                    lambda limits: chat(self._llm, request.model, messages, limits),
-                )  # fmt: skip
-                reporter.item_done(
-                    page, answer.text, request.model, answer.prompt_tokens, answer.completion_tokens
-                )
+        async def one(page: int) -> None:
+            where = f"summarize page {page + 1}/{len(pages)} of {request.document.name}"
+            messages = prompts.summarize_page(request.document.name, page, pages[page])
+            answer = await self._attempt(
+                request, reporter, page, where,
+                lambda limits: chat(self._llm, request.model, messages, limits),
+            )  # fmt: skip
+            reporter.item_done(
+                page, answer.text, request.model, answer.prompt_tokens, answer.completion_tokens
+            )
 
-            await self._run_calls(request, reporter, len(pages), one)
-        outputs = [reporter.outputs[p] for p in range(len(pages))]
-        return self._result(StepKind.SUMMARIZE, request, reporter, outputs)
+        await self._run_calls(request, reporter, pulse, one)
+        return [reporter.outputs[p] for p in range(len(pages))]
 
-    async def _streamed_step(
-        self, request: StepRequest, kind: StepKind, messages: prompts.Messages
-    ) -> StepResult:
+    async def _streamed(
+        self,
+        request: StepRequest,
+        reporter: StepReporter,
+        pulse: ActivityPulse,
+        messages: prompts.Messages,
+    ) -> list[str]:
         """One streamed answer; a retry continues from the text the cut attempt left."""
+        kind = reporter.kind
         where = f"{kind.value} step of {request.document.name}"
         document = request.document
         mirror = PartialMirror(
@@ -225,48 +265,69 @@ class DocumentSteps:
             request.task_id,
             {"document": document.name, "path": document.path, "step": kind.value},
         )
-        async with self._reporter(request, kind, 1) as reporter:
-            saved_text = reporter.resumed_text or request.partial_response
-            resumed = saved_text if worth_continuing(saved_text) else ""
-            reporter.continue_from(resumed)
-            asked = continuation_messages(messages, resumed) if resumed else messages
+        saved_text = reporter.resumed_text or request.partial_response
+        resumed = saved_text if worth_continuing(saved_text) else ""
+        reporter.continue_from(resumed)
+        asked = continuation_messages(messages, resumed) if resumed else messages
 
-            def on_text(parts: list[str], chunks: int) -> None:
-                reporter.streaming(parts, chunks)
-                mirror.offer(reporter.partial_text(), chunks)
+        def on_text(parts: list[str], chunks: int) -> None:
+            reporter.streaming(parts, chunks)
+            mirror.offer(reporter.partial_text(), chunks)
 
-            def call(limits: CallLimits) -> Awaitable[ChatAnswer]:
-                return stream_chat(self._llm, request.model, asked, limits, on_text)
+        def call(limits: CallLimits) -> Awaitable[ChatAnswer]:
+            return stream_chat(self._llm, request.model, asked, limits, on_text)
 
-            async def one(item: int) -> None:
-                try:
-                    answer = await self._attempt(request, kind, reporter, item, where, call)
-                except ProviderFailure as failure:
-                    await mirror.failed(reporter.partial_text(), str(failure))
-                    raise
-                text = join_continuation(resumed, answer.text)
-                reporter.item_done(
-                    item, text, request.model, answer.prompt_tokens, answer.completion_tokens
-                )
-                if resumed:
-                    saved = estimate_tokens(resumed)
-                    reporter.usage.add_saved(request.model, saved)
-                    record_saved_tokens(kind.value, saved)
-
+        async def one(item: int) -> None:
             try:
-                await self._run_calls(request, reporter, 1, one)
-            finally:
-                await mirror.close()
-        return self._result(kind, request, reporter, [reporter.outputs[0]])
+                answer = await self._attempt(request, reporter, item, where, call)
+            except ProviderFailure as failure:
+                await mirror.failed(reporter.partial_text(), str(failure))
+                raise
+            text = join_continuation(resumed, answer.text)
+            reporter.item_done(
+                item, text, request.model, answer.prompt_tokens, answer.completion_tokens
+            )
+            if resumed:
+                saved = estimate_tokens(resumed)
+                reporter.tokens_saved(request.model, saved)
+                record_saved_tokens(kind.value, saved)
+
+        try:
+            await self._run_calls(request, reporter, pulse, one)
+        finally:
+            await mirror.close()
+        return [reporter.outputs[0]]
+
+    async def _reason(
+        self, request: StepRequest, reporter: StepReporter, pulse: ActivityPulse
+    ) -> list[str]:
+        """Reason over all page summaries and key passages in one streamed answer."""
+        messages = prompts.reason(request.document.name, request.summaries, request.key_passages)
+        return await self._streamed(request, reporter, pulse, messages)
+
+    async def _report(
+        self, request: StepRequest, reporter: StepReporter, pulse: ActivityPulse
+    ) -> list[str]:
+        """Write the document's final report in one streamed answer."""
+        messages = prompts.report(request.document.name, request.summaries, request.analysis)
+        return await self._streamed(request, reporter, pulse, messages)
+
+    async def _single(self, request: StepRequest, kind: StepKind) -> StepResult:
+        async with self.pulse(request.task_id, request.call_concurrency) as pulse:
+            return await self.run_step(request, kind, pulse)
+
+    @activity.defn(name="embed_chunks")
+    async def embed_chunks(self, request: StepRequest) -> StepResult:
+        return await self._single(request, StepKind.EMBED)
+
+    @activity.defn(name="summarize_pages")
+    async def summarize_pages(self, request: StepRequest) -> StepResult:
+        return await self._single(request, StepKind.SUMMARIZE)
 
     @activity.defn(name="reason_across_pages")
     async def reason_across_pages(self, request: StepRequest) -> StepResult:
-        """Reason over all page summaries and key passages in one streamed answer."""
-        messages = prompts.reason(request.document.name, request.summaries, request.key_passages)
-        return await self._streamed_step(request, StepKind.REASON, messages)
+        return await self._single(request, StepKind.REASON)
 
     @activity.defn(name="write_report")
     async def write_report(self, request: StepRequest) -> StepResult:
-        """Write the document's final report in one streamed answer."""
-        messages = prompts.report(request.document.name, request.summaries, request.analysis)
-        return await self._streamed_step(request, StepKind.REPORT, messages)
+        return await self._single(request, StepKind.REPORT)

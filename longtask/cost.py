@@ -1,4 +1,4 @@
-"""Token usage and its price per model."""
+"""Token usage, its price per model, and the ledger of every provider attempt."""
 
 from __future__ import annotations
 
@@ -50,3 +50,98 @@ class TokenUsage(BaseModel):
             for m in models
         )
         return float(round(dollars, 6))
+
+
+class LedgerEntry(BaseModel):
+    """Provider attempts of one step kind on one model, by attempt number and outcome."""
+
+    step: str
+    model: str
+    attempt: int
+    status: str
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    # Completion tokens a resumed stream did not pay again: shown apart, never in the cost.
+    saved_tokens: int = 0
+
+    def cost(self, prices: dict[str, float] | None = None) -> float:
+        table = DEFAULT_PRICES_PER_MILLION if prices is None else prices
+        tokens = self.prompt_tokens + self.completion_tokens
+        return float(round(tokens * table.get(self.model, 0.0) / 1_000_000, 6))
+
+
+class CostLedger(BaseModel):
+    """Every provider attempt, rolled up by (step, model, attempt, status).
+
+    Failed attempts are rows of their own: a stream cut after it started is billed by the
+    provider for what it sent, so such a row carries tokens too.
+    """
+
+    entries: dict[str, LedgerEntry] = Field(default_factory=dict)
+
+    def record(
+        self,
+        step: str,
+        model: str,
+        attempt: int,
+        status: str,
+        prompt: int = 0,
+        completion: int = 0,
+        saved: int = 0,
+        calls: int = 1,
+    ) -> None:
+        key = f"{step}|{model}|{attempt}|{status}"
+        entry = self.entries.get(key)
+        if entry is None:
+            entry = self.entries[key] = LedgerEntry(
+                step=step, model=model, attempt=attempt, status=status
+            )
+        entry.calls += calls
+        entry.prompt_tokens += prompt
+        entry.completion_tokens += completion
+        entry.saved_tokens += saved
+
+    @classmethod
+    def from_rows(cls, rows: list[LedgerEntry]) -> CostLedger:
+        ledger = cls()
+        ledger.merge_rows(rows)
+        return ledger
+
+    def merge(self, other: CostLedger) -> None:
+        self.merge_rows(list(other.entries.values()))
+
+    def merge_rows(self, rows: list[LedgerEntry]) -> None:
+        for entry in rows:
+            self.record(
+                entry.step,
+                entry.model,
+                entry.attempt,
+                entry.status,
+                entry.prompt_tokens,
+                entry.completion_tokens,
+                entry.saved_tokens,
+                entry.calls,
+            )
+
+    def rows(self) -> list[LedgerEntry]:
+        return sorted(self.entries.values(), key=lambda e: (e.step, e.model, e.attempt, e.status))
+
+    def calls(self, status: str | None = None) -> int:
+        return sum(e.calls for e in self.entries.values() if status in (None, e.status))
+
+
+class TaskBudget(BaseModel):
+    """Where a task stops: money and/or tokens over all its runs; None means no limit."""
+
+    max_cost_usd: float | None = Field(None, gt=0)
+    max_tokens: int | None = Field(None, gt=0)
+
+    def exceeded_by(self, usage: TokenUsage, prices: dict[str, float] | None) -> str | None:
+        """Why ``usage`` reached this budget, or None while it has not."""
+        cost = usage.cost(prices)
+        if self.max_cost_usd is not None and cost >= self.max_cost_usd:
+            return f"cost ${cost:.6f} reached the budget of ${self.max_cost_usd:.6f}"
+        if self.max_tokens is not None and usage.total_tokens >= self.max_tokens:
+            return f"{usage.total_tokens} tokens reached the budget of {self.max_tokens}"
+        return None

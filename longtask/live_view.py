@@ -9,10 +9,17 @@ from typing import Any
 from rich.console import Console
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.table import Table
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError
 
 from longtask.models import TaskResult, TaskStatus
+from longtask.progress import ENDED_NODE, WAITING_NODE
+from longtask.states import TaskState
+
+ROLLED_UP = frozenset({ENDED_NODE, WAITING_NODE})
+# Up to this many documents the reports are printed in full; beyond, they are in files.
+PRINTED_REPORTS = 10
 
 POLL_SECONDS = 0.5
 # A query waits for a worker to answer; without one, give up soon and say so.
@@ -52,13 +59,17 @@ async def show_live(handle: WorkflowHandle[Any, Any], console: Console) -> None:
                 record = status.record
                 retries = sum(s.errors + s.timeouts for s in status.calls.values())
                 info = (
+                    f"{status.documents_done + status.documents_failed}/{status.documents} docs  "
                     f"{record.step}/{record.total} steps  {_eta(record.eta_seconds)}  "
                     f"${status.cost_so_far:.6f}  retries {retries}  {status.state.value}"
                 )
                 if task_bar is None:
                     task_bar = bars.add_task(f"task {record.task_id}", total=100, info="")
                 bars.update(task_bar, completed=record.progress, info=info)
-                for document in status.tree.children:
+                in_flight = [d for d in status.tree.children if d.name not in ROLLED_UP]
+                for name in set(document_bars) - {d.name for d in in_flight}:
+                    bars.remove_task(document_bars.pop(name))  # ended: its bar goes
+                for document in in_flight:
                     if document.name not in document_bars:
                         document_bars[document.name] = bars.add_task(
                             f"  {document.name}", total=100, info=""
@@ -74,13 +85,42 @@ async def show_live(handle: WorkflowHandle[Any, Any], console: Console) -> None:
 
 
 def print_result(result: TaskResult, console: Console) -> None:
-    for document in result.documents:
+    shown = result.documents if len(result.documents) <= PRINTED_REPORTS else []
+    for document in shown:
         if document.report:
             console.print(Panel(document.report, title=f"report: {document.name}"))
         else:
             console.print(Panel(document.error, title=f"{document.name}: {document.state.value}"))
+    if not shown:
+        failed = [d for d in result.documents if d.state is not TaskState.COMPLETED]
+        for document in failed[:PRINTED_REPORTS]:
+            console.print(f"{document.name}: {document.state.value}: {document.error}")
+        if len(failed) > PRINTED_REPORTS:
+            console.print(f"... and {len(failed) - PRINTED_REPORTS} more failed documents")
+    print_ledger(result, console)
+    done = sum(1 for d in result.documents if d.state is TaskState.COMPLETED)
+    if result.reason:
+        console.print(f"{result.state.value}: {result.reason}", soft_wrap=True)
     console.print(
-        f"task {result.task_id} {result.state.value}: {len(result.documents)} document(s), "
-        f"{result.usage.total_tokens} tokens, cost so far ${result.cost_so_far:.6f}",
+        f"task {result.task_id} {result.state.value}: {len(result.documents)} document(s) "
+        f"({done} reported), {result.usage.total_tokens} tokens, "
+        f"cost so far ${result.cost_so_far:.6f}",
         soft_wrap=True,
     )
+
+
+def print_ledger(result: TaskResult, console: Console) -> None:
+    """Tokens and money per step, model, attempt and outcome."""
+    table = Table(title="cost ledger", show_lines=False)
+    for column in ("step", "model", "attempt", "status", "calls", "prompt", "completion",
+                   "saved", "cost $"):  # fmt: skip
+        table.add_column(
+            column, justify="left" if column in ("step", "model", "status") else "right"
+        )
+    for entry in result.ledger.rows():
+        table.add_row(
+            entry.step, entry.model, str(entry.attempt), entry.status, str(entry.calls),
+            str(entry.prompt_tokens), str(entry.completion_tokens), str(entry.saved_tokens),
+            f"{entry.cost():.6f}",
+        )  # fmt: skip
+    console.print(table)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from datetime import datetime
+from pathlib import PurePath
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from longtask.cost import TokenUsage
+from longtask.cost import DEFAULT_PRICES_PER_MILLION, CostLedger, TaskBudget, TokenUsage
 from longtask.policies import StepKind, TimeoutPolicy
 from longtask.progress import ProgressNode, ProgressRecord
 from longtask.states import TaskState, TaskStateMachine, Transition
+from longtask.text import embed_batches
 
 
 class ModelRoute(BaseModel):
@@ -67,8 +71,13 @@ class TaskInput(BaseModel):
     models: ModelRoute
     policy: TimeoutPolicy = Field(default_factory=TimeoutPolicy)
     heartbeat_timeout_seconds: float = 2.0
+    # Documents in flight at most, and documents one batch activity carries at most.
     document_concurrency: int = 4
+    batch_documents: int = Field(16, ge=1, le=256)
     call_concurrency: int = 8
+    budget: TaskBudget = Field(default_factory=TaskBudget)
+    # US dollars per million tokens per model (SPEC section 7), fixed for the task's lifetime.
+    prices: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_PRICES_PER_MILLION))
     deadline_seconds: float = 24 * 3600
     resume_from: ResumePoint | None = None
     # Past this many history events the task continues as a new run, carrying its state.
@@ -89,6 +98,33 @@ class DocumentRef(BaseModel):
     pages: int
     chunks: int
 
+    def calls(self, kind: StepKind) -> int:
+        """Provider calls a step makes for this document: the steps it adds to the total."""
+        if kind is StepKind.EMBED:
+            return embed_batches(self.chunks)
+        if kind is StepKind.SUMMARIZE:
+            return self.pages
+        return 1
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _safe(name: str) -> str:
+    return _UNSAFE.sub("_", name).strip("._") or "_"
+
+
+def report_file_of(task_id: str, document: DocumentRef) -> str:
+    """Where a document's report goes, relative to the report folder; the same on every
+    worker, and distinct for documents of the same name in different folders."""
+    return f"{_safe(task_id)}/{document.index:06d}-{_safe(PurePath(document.name).stem)}.md"
+
+
+def documents_digest(documents: list[DocumentRef]) -> str:
+    """Names the exact list of documents a task works on (paths and contents, in order)."""
+    lines = "\n".join(f"{d.index}|{d.path}|{d.sha256}" for d in documents)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
 
 class LoadRequest(BaseModel):
     paths: list[str]
@@ -100,11 +136,18 @@ class ResumeRequest(BaseModel):
 
 
 class ResumeState(BaseModel):
-    """What a checkpoint says is already done, keyed by ``step_key(path, step)``."""
+    """What a checkpoint says is already done, keyed by ``step_key(path, step)``.
+
+    Large tasks list their finished documents as index ranges of the document list whose
+    digest is ``documents_digest`` instead of every step result (see TaskBook.checkpoint).
+    """
 
     results: dict[str, list[str]] = Field(default_factory=dict)
     partials: dict[str, str] = Field(default_factory=dict)
     usage: TokenUsage = Field(default_factory=TokenUsage)
+    ledger: CostLedger = Field(default_factory=CostLedger)
+    finished: str = ""
+    documents_digest: str = ""
 
 
 def step_key(path: str, step: StepKind | str) -> str:
@@ -130,6 +173,39 @@ class StepResult(BaseModel):
     outputs: list[str]
     usage: TokenUsage
     stats: CallStats = Field(default_factory=CallStats)
+    ledger: CostLedger = Field(default_factory=CostLedger)
+    model: str = ""
+
+
+class BatchRequest(BaseModel):
+    """Several documents, each through every step, in one activity (see activities/batch.py)."""
+
+    task_id: str
+    batch: int
+    documents: list[DocumentRef]
+    models: ModelRoute
+    policy: TimeoutPolicy
+    call_concurrency: int = 8
+    # Step results and cut streams of an earlier run, keyed by ``step_key(path, step)``.
+    done: dict[str, list[str]] = Field(default_factory=dict)
+    partials: dict[str, str] = Field(default_factory=dict)
+
+
+class DocumentOutcome(BaseModel):
+    """How one document of a batch ended, with every step it ran."""
+
+    index: int
+    state: TaskState
+    report: str = ""
+    report_file: str = ""
+    error: str = ""
+    error_type: str = ""
+    steps: list[StepResult] = Field(default_factory=list)
+
+
+class BatchResult(BaseModel):
+    batch: int
+    outcomes: list[DocumentOutcome]
 
 
 class ProgressEvent(BaseModel):
@@ -143,12 +219,17 @@ class ProgressEvent(BaseModel):
     attempt: int = 1
     retrying: bool = False
     stats: CallStats = Field(default_factory=CallStats)
+    # Tokens the step paid so far: the task's cost and budget follow running steps too.
+    usage: TokenUsage = Field(default_factory=TokenUsage)
 
 
 class DocumentReport(BaseModel):
     name: str
     state: TaskState
+    # Large tasks keep report text out of the workflow: it is in ``report_file`` (relative to
+    # the report folder, LTM_REPORT_DIR).
     report: str = ""
+    report_file: str = ""
     error: str = ""
 
 
@@ -163,6 +244,10 @@ class TaskStatus(BaseModel):
     cost_so_far: float
     retrying_steps: list[str] = Field(default_factory=list)
     calls: dict[StepKind, CallStats] = Field(default_factory=dict)
+    ledger: CostLedger = Field(default_factory=CostLedger)
+    documents: int = 0
+    documents_done: int = 0
+    documents_failed: int = 0
 
 
 class TaskResult(BaseModel):
@@ -172,6 +257,8 @@ class TaskResult(BaseModel):
     usage: TokenUsage
     cost_so_far: float
     calls: dict[StepKind, CallStats] = Field(default_factory=dict)
+    ledger: CostLedger = Field(default_factory=CostLedger)
+    reason: str = ""
 
 
 class CarriedState(BaseModel):
@@ -181,6 +268,7 @@ class CarriedState(BaseModel):
     machine: TaskStateMachine
     reports: dict[int, DocumentReport] = Field(default_factory=dict)
     stats: dict[str, CallStats] = Field(default_factory=dict)
+    ledger: CostLedger = Field(default_factory=CostLedger)
     messages: list[dict[str, Any]] = Field(default_factory=list)
     started_at: datetime
     last_checkpoint_ms: int = 0

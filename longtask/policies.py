@@ -53,6 +53,8 @@ class ErrorKind(StrEnum):
 NON_RETRYABLE_KINDS: frozenset[ErrorKind] = frozenset(
     {ErrorKind.INVALID_REQUEST, ErrorKind.AUTH_FAILED}
 )
+# Failures no other document can escape (a refused key): the whole task stops at the first.
+STOP_TASK_KINDS: frozenset[str] = frozenset({ErrorKind.AUTH_FAILED.value})
 
 
 def default_multipliers() -> dict[TaskType, float]:

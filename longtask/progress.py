@@ -97,6 +97,11 @@ class ProgressNode(BaseModel):
         )
 
 
+# The status tree's rolled-up nodes: every ended document, every document not started.
+ENDED_NODE = "ended documents"
+WAITING_NODE = "waiting documents"
+
+
 class CheckpointCadence(BaseModel):
     """Decides when a checkpoint is due: a completed step, a 10 % boundary, 10 steps or 30 s.
 

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from longtask.cost import DEFAULT_PRICES_PER_MILLION
 from longtask.policies import TimeoutPolicy
 
 ENV_PREFIX = "LTM_"
@@ -59,9 +60,16 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9464, ge=0, le=65535)
     # How often a running step tells its workflow how far it got (each signal is history).
     progress_signal_seconds: float = Field(1.0, gt=0, le=60)
-    # Documents of one task processed at once, and LLM calls in flight inside one step.
-    document_concurrency: int = Field(4, ge=1, le=256)
-    call_concurrency: int = Field(8, ge=1, le=256)
+    # Documents of one task in flight at once, documents per batch activity, and LLM calls
+    # in flight inside one activity.
+    document_concurrency: int = Field(64, ge=1, le=1024)
+    batch_documents: int = Field(16, ge=1, le=256)
+    call_concurrency: int = Field(16, ge=1, le=256)
+    # Per-task budget (money and/or tokens) unless a task names its own; unset: no limit.
+    budget_usd: float | None = Field(None, gt=0)
+    budget_tokens: int | None = Field(None, gt=0)
+    # US dollars per million tokens per model (JSON object), e.g. {"gpt-4.1": 8.0}.
+    prices: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_PRICES_PER_MILLION))
     # Overall deadline of a task; past it the task ends timed out with its checkpoints intact.
     task_deadline_seconds: float = Field(24 * 3600, gt=0)
 
@@ -70,6 +78,9 @@ class Settings(BaseSettings):
     # the state folder); every worker and client of a deployment must see the same folder.
     payload_dir: Path | None = None
     payload_threshold_bytes: int = Field(128 * 1024, ge=1024, le=2 * 1024 * 1024)
+    # Where finished reports are written, one file per document (default: under the state
+    # folder); shared by workers and clients like the payload folder.
+    report_dir: Path | None = None
     # Latency the embedded LLM server adds to every answer, so progress can be watched.
     llm_server_latency_ms: int = Field(200, ge=0, le=60_000)
     # Pause between streamed chunks of the embedded LLM server, paced like real generation.
@@ -104,6 +115,9 @@ class Settings(BaseSettings):
     @property
     def payload_folder(self) -> Path:
         return (self.payload_dir or self.state_dir / "payloads").resolve()
+
+    def report_folder(self) -> Path:
+        return (self.report_dir or self.state_dir / "reports").resolve()
 
     def timeout_policy(self) -> TimeoutPolicy:
         return TimeoutPolicy(

@@ -17,10 +17,18 @@ class TaskState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
+    # The task's money or token budget ran out; a new run with a larger one continues it.
+    BUDGET_EXCEEDED = "budget_exceeded"
 
 
 TERMINAL_STATES = frozenset(
-    {TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT}
+    {
+        TaskState.COMPLETED,
+        TaskState.FAILED,
+        TaskState.CANCELLED,
+        TaskState.TIMED_OUT,
+        TaskState.BUDGET_EXCEEDED,
+    }
 )
 
 # Every state may be cancelled, fail or time out until it is terminal; retrying and paused go
@@ -37,6 +45,7 @@ ALLOWED_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
             TaskState.FAILED,
             TaskState.CANCELLED,
             TaskState.TIMED_OUT,
+            TaskState.BUDGET_EXCEEDED,
         }
     ),
     TaskState.RETRYING: frozenset(
@@ -46,6 +55,7 @@ ALLOWED_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
             TaskState.FAILED,
             TaskState.CANCELLED,
             TaskState.TIMED_OUT,
+            TaskState.BUDGET_EXCEEDED,
         }
     ),
     # A pause starts no new step; steps already running may still finish the whole task.
@@ -56,12 +66,14 @@ ALLOWED_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
             TaskState.FAILED,
             TaskState.CANCELLED,
             TaskState.TIMED_OUT,
+            TaskState.BUDGET_EXCEEDED,
         }
     ),
     TaskState.COMPLETED: frozenset(),
     TaskState.FAILED: frozenset(),
     TaskState.CANCELLED: frozenset(),
     TaskState.TIMED_OUT: frozenset(),
+    TaskState.BUDGET_EXCEEDED: frozenset(),
 }
 
 

@@ -20,6 +20,9 @@ from tests.servers import LlmServer
 RECORD_FIELDS = {
     "task_id", "progress", "step", "total", "elapsed_seconds", "eta_seconds", "metadata"
 }  # fmt: skip
+STATUS_EXTRAS = {
+    "state", "calls", "cost_so_far", "documents", "documents_done", "documents_failed", "ledger"
+}  # fmt: skip
 
 
 async def starter(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -61,7 +64,7 @@ async def test_start_status_and_cancel(
         status = json.loads(shown.stdout)
         if status["total"] > 0 or time.monotonic() > deadline:
             break
-    assert set(status) == RECORD_FIELDS | {"state", "calls"}
+    assert set(status) == RECORD_FIELDS | STATUS_EXTRAS
     assert status["state"] == "running"
     assert status["task_id"] == task_id
     assert 0 <= status["progress"] < 100

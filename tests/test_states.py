@@ -56,7 +56,7 @@ def test_terminal_states_have_no_way_out() -> None:
         TaskState.FAILED,
         TaskState.CANCELLED,
         TaskState.TIMED_OUT,
-    } == TERMINAL_STATES
+    } | {TaskState.BUDGET_EXCEEDED} == TERMINAL_STATES
 
 
 def test_every_state_is_reachable_from_pending() -> None:

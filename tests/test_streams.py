@@ -14,7 +14,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from activities.continuation import estimate_tokens
-from activities.reporting import StepHeartbeat
+from activities.reporting import ActivityHeartbeat, StepHeartbeat
 from longtask.settings import Settings
 from longtask.states import TaskState
 from tests.conftest import EXAMPLES
@@ -83,9 +83,10 @@ async def pending_report_heartbeat(
 ) -> StepHeartbeat | None:
     description = await handle.describe()
     for pending in description.raw_description.pending_activities:
-        if pending.activity_type.name == "write_report" and pending.heartbeat_details.payloads:
+        if pending.activity_type.name == "process_documents" and pending.heartbeat_details.payloads:
             values = await client.data_converter.decode(pending.heartbeat_details.payloads)
-            return StepHeartbeat.model_validate(values[0])
+            steps = ActivityHeartbeat.model_validate(values[0]).steps
+            return steps.get("0:report")
     return None
 
 

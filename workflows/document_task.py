@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.workflow import ActivityCancellationType
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
@@ -20,6 +21,8 @@ with workflow.unsafe.imports_passed_through():
     from longtask.checkpoints import MirrorWrite
     from longtask.cost import TokenUsage
     from longtask.models import (
+        BatchRequest,
+        BatchResult,
         CallStats,
         DocumentRef,
         LoadRequest,
@@ -31,13 +34,13 @@ with workflow.unsafe.imports_passed_through():
         TaskInput,
         TaskResult,
         TaskStatus,
+        step_key,
     )
-    from longtask.policies import StepKind, StepTimeouts
+    from longtask.policies import STOP_TASK_KINDS, StepKind, StepTimeouts
     from longtask.progress import CheckpointCadence
     from longtask.search_attributes import TASK_COST, TASK_PROGRESS, TASK_STATE
     from longtask.states import TaskState
     from workflows.task_book import TaskBook
-    from workflows.task_tree import step_calls
 
 KIND_OF_ACTIVITY: dict[str, StepKind] = {}
 ACTIVITY_OF_STEP = {
@@ -51,8 +54,12 @@ KIND_OF_ACTIVITY.update({name: kind for kind, name in ACTIVITY_OF_STEP.items()})
 MIRROR_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=3)
 MIRROR_TIMEOUT = timedelta(seconds=5)
 MIRROR_RETRY_SECONDS = 2.0
-# Failures that no other document can escape: the whole task fails at once on the first.
-STOP_TASK_ERRORS = frozenset({"AUTH_FAILED"})
+# A large task finishes many steps a second: its checkpoints are at least this far apart
+# (every finished result is durable in Temporal at once; the mirror is for outside readers).
+LARGE_TASK_CHECKPOINT_SECONDS = 1.0
+# Batches a task keeps in flight at least when it has documents enough, so a small task's
+# documents still run side by side.
+MIN_BATCHES_IN_FLIGHT = 4
 
 
 def failure_of(error: ActivityError) -> tuple[str, StepKind | None, CallStats | None]:
@@ -80,6 +87,8 @@ class DocumentTaskWorkflow:
         self._rolling_over = False
         # Set when a failure dooms every document alike (a refused API key): stop at once.
         self._stop_reason: str | None = None
+        # Set when the budget is reached: no new batch starts, those in flight finish.
+        self._budget_reason: str | None = None
 
     @workflow.run
     async def run(self, task: TaskInput) -> TaskResult:
@@ -106,6 +115,8 @@ class DocumentTaskWorkflow:
             raise
         if self._stop_reason is not None:
             return await self._end(pump, TaskState.FAILED, self._stop_reason)
+        if self._budget_reason is not None and len(self._book.reports) < len(self._book.documents):
+            return await self._end(pump, TaskState.BUDGET_EXCEEDED, self._budget_reason)
         failed = [r for r in self._book.reports.values() if r.state is TaskState.FAILED]
         if failed:
             reason = f"{len(failed)} of {len(self._book.reports)} documents failed"
@@ -132,21 +143,133 @@ class DocumentTaskWorkflow:
                 summary=f"resume from checkpoint {resume_from.checkpoint_id}",
             )
             self._book.take_results(resumed)
-        self._book.set_documents(documents)
+        self._book.set_documents(documents, workflow.now())
+        self._check_budget()
         self._mark_dirty()
         processing = asyncio.create_task(self._process_all(documents))
         stopping = asyncio.create_task(
             workflow.wait_condition(lambda: self._stop_reason is not None)
         )
-        await workflow.wait([processing, stopping], return_when=asyncio.FIRST_COMPLETED)
-        if not processing.done():
-            processing.cancel()  # the steps in flight are cancelled with it
-            with contextlib.suppress(asyncio.CancelledError):
-                await processing
-        stopping.cancel()
+        try:
+            await workflow.wait([processing, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Stopped, or the task itself is cancelled: the steps in flight are cancelled
+            # with the processing, and the task waits until they stopped calling the model.
+            stopping.cancel()
+            if not processing.done():
+                processing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await processing
 
     async def _process_all(self, documents: list[DocumentRef]) -> None:
-        await asyncio.gather(*(self._process(document) for document in documents))
+        if not workflow.patched("document-batches"):
+            # Runs begun before batches: one activity per step of each document.
+            await asyncio.gather(*(self._process(document) for document in documents))
+            return
+        todo: list[DocumentRef] = []
+        for document in documents:
+            if document.index in self._book.reports:
+                continue
+            report = self._book.done_before(document, StepKind.REPORT)
+            if report is not None:
+                # Reported by an earlier run: nothing left to call.
+                self._book.recall_finished(document, workflow.now())
+                self._book.document_done(document, report[0])
+                self._mark_dirty()
+                continue
+            todo.append(document)
+        batches = self._batches(todo)
+        size = len(batches[0]) if batches else 1
+        window = asyncio.Semaphore(max(1, self._task.document_concurrency // size))
+        await asyncio.gather(
+            *(self._batch(number, batch, window) for number, batch in enumerate(batches))
+        )
+
+    def _batches(self, documents: list[DocumentRef]) -> list[list[DocumentRef]]:
+        """Documents in batches as large as allowed, yet enough of them to run side by side."""
+        task = self._task
+        spread = -(-len(documents) // MIN_BATCHES_IN_FLIGHT)
+        size = max(1, min(spread, task.batch_documents, task.document_concurrency))
+        return [documents[i : i + size] for i in range(0, len(documents), size)]
+
+    def _batch_timeouts(self, documents: list[DocumentRef]) -> StepTimeouts:
+        """Room for every step of every document, one step kind after another."""
+        task = self._task
+        seconds = sum(
+            StepTimeouts.for_step(
+                task.policy,
+                kind,
+                sum(document.calls(kind) for document in documents),
+                task.call_concurrency,
+                task.heartbeat_timeout_seconds,
+            ).start_to_close_seconds
+            for kind in StepKind
+        )
+        return StepTimeouts(
+            heartbeat_seconds=task.heartbeat_timeout_seconds, start_to_close_seconds=seconds
+        )
+
+    async def _batch(
+        self, number: int, documents: list[DocumentRef], window: asyncio.Semaphore
+    ) -> None:
+        async with window:
+            await workflow.wait_condition(lambda: not self._paused)
+            if self._budget_reason is not None or self._stop_reason is not None:
+                return
+            # A long history hands the documents not started yet to a fresh run.
+            if self._rolling_over or self._history_is_long():
+                self._rolling_over = True
+                return
+            for document in documents:
+                self._book.document_started(document.index)
+            keys = [step_key(d.path, kind) for d in documents for kind in StepKind]
+            earlier = self._book.resume
+            request = BatchRequest(
+                task_id=self._task.task_id,
+                batch=number,
+                documents=documents,
+                models=self._task.models,
+                policy=self._task.policy,
+                call_concurrency=self._task.call_concurrency,
+                done={k: earlier.results[k] for k in keys if k in earlier.results},
+                partials={k: earlier.partials[k] for k in keys if k in earlier.partials},
+            )
+            timeouts = self._batch_timeouts(documents)
+            calls = sum(document.calls(kind) for document in documents for kind in StepKind)
+            first, last = documents[0].name, documents[-1].name
+            try:
+                result: BatchResult = await workflow.execute_activity(
+                    "process_documents",
+                    request,
+                    result_type=BatchResult,
+                    start_to_close_timeout=timedelta(seconds=timeouts.start_to_close_seconds),
+                    heartbeat_timeout=timedelta(seconds=timeouts.heartbeat_seconds),
+                    retry_policy=self._task.policy.retry_policy(),
+                    # A cancelled task ends only once its batches stopped calling the model.
+                    cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                    summary=f"batch {number + 1}: {len(documents)} document(s) "
+                    f"({first} .. {last}), {calls} call(s)",
+                )
+            except ActivityError as error:
+                message, _kind, _stats = failure_of(error)
+                now = workflow.now()
+                for document in documents:
+                    if document.index not in self._book.reports:
+                        self._book.document_failed(document, message, None, None, now)
+                cause = error.cause
+                if isinstance(cause, ApplicationError) and (cause.type or "") in STOP_TASK_KINDS:
+                    self._stop_reason = f"stopped at the first {cause.type}: {message}"
+                self._mark_dirty()
+                return
+            by_index = {document.index: document for document in documents}
+            for outcome in result.outcomes:
+                self._book.document_outcome(by_index[outcome.index], outcome, workflow.now())
+            self._check_budget()
+            self._mark_dirty()
+
+    def _check_budget(self) -> None:
+        if self._budget_reason is None:
+            self._budget_reason = self._book.budget_reached()
 
     def _history_is_long(self) -> bool:
         info = workflow.info()
@@ -157,14 +280,13 @@ class DocumentTaskWorkflow:
 
     async def _process(self, document: DocumentRef) -> None:
         if document.index in self._book.reports:
-            self._book.recall_finished(document, workflow.now())  # reported by an earlier run
-            self._mark_dirty()
-            return
+            return  # reported by an earlier run, booked by set_documents
         async with self._slots:
             # A long history hands the documents not started yet to a fresh run.
             if self._rolling_over or self._history_is_long():
                 self._rolling_over = True
                 return
+            self._book.document_started(document.index)
             try:
                 embedded, summarized = await asyncio.gather(
                     self._step(document, StepKind.EMBED),
@@ -181,7 +303,7 @@ class DocumentTaskWorkflow:
                 message, kind, stats = failure_of(error)
                 self._book.document_failed(document, message, kind, stats, workflow.now())
                 cause = error.cause
-                if isinstance(cause, ApplicationError) and cause.type in STOP_TASK_ERRORS:
+                if isinstance(cause, ApplicationError) and (cause.type or "") in STOP_TASK_KINDS:
                     self._stop_reason = f"stopped at the first {cause.type}: {message}"
                 self._mark_dirty()
                 return
@@ -198,7 +320,7 @@ class DocumentTaskWorkflow:
             self._mark_dirty()
             return skipped
         await workflow.wait_condition(lambda: not self._paused)
-        calls = step_calls(document, kind)
+        calls = document.calls(kind)
         policy = self._task.policy
         timeouts = StepTimeouts.for_step(
             policy, kind, calls, self._task.call_concurrency, self._task.heartbeat_timeout_seconds
@@ -227,7 +349,15 @@ class DocumentTaskWorkflow:
 
     @workflow.signal(name="step_progress")
     def step_progress(self, event: ProgressEvent) -> None:
-        if self._book.progress(event, workflow.now()):
+        """Progress of one step, as activities of older releases send it."""
+        self.steps_progress([event])
+
+    @workflow.signal(name="steps_progress")
+    def steps_progress(self, events: list[ProgressEvent]) -> None:
+        now = workflow.now()
+        booked = [self._book.progress(event, now) for event in events]
+        if any(booked):
+            self._check_budget()
             self._mark_dirty()
 
     @workflow.update(name="pause")
@@ -275,7 +405,7 @@ class DocumentTaskWorkflow:
             [
                 TASK_STATE.value_set(self._book.machine.state.value),
                 TASK_PROGRESS.value_set(float(record.progress)),
-                TASK_COST.value_set(float(self._book.usage.cost())),
+                TASK_COST.value_set(float(self._book.cost())),
             ]
         )
 
@@ -295,6 +425,8 @@ class DocumentTaskWorkflow:
             if await self._write_checkpoint():
                 self._cadence.mark(record.step, record.progress, now)
                 self._publish()
+                if not self._book.inline:
+                    await asyncio.sleep(LARGE_TASK_CHECKPOINT_SECONDS)
             else:
                 # Redis is down or slow: try again a little later, off the steps' path.
                 await asyncio.sleep(MIRROR_RETRY_SECONDS)
@@ -330,8 +462,9 @@ class DocumentTaskWorkflow:
             running.cancel()
         self._go(state, reason)
         await self._write_checkpoint(error=None if state is TaskState.COMPLETED else reason)
-        result = self._book.result()
-        if state in (TaskState.COMPLETED, TaskState.CANCELLED):
+        result = self._book.result(reason)
+        # A spent budget is a clean stop: the task answers, and a new run may continue it.
+        if state in (TaskState.COMPLETED, TaskState.CANCELLED, TaskState.BUDGET_EXCEEDED):
             return result
         raise ApplicationError(
             f"task {state.value}: {reason}",

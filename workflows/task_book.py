@@ -18,10 +18,12 @@ from longtask.checkpoints import (
     iso_utc,
     next_checkpoint_ms,
 )
-from longtask.cost import TokenUsage
+from longtask.cost import CostLedger, TokenUsage
+from longtask.index_ranges import from_ranges, to_ranges
 from longtask.models import (
     CallStats,
     CarriedState,
+    DocumentOutcome,
     DocumentRef,
     DocumentReport,
     ProgressEvent,
@@ -30,12 +32,21 @@ from longtask.models import (
     TaskInput,
     TaskResult,
     TaskStatus,
+    documents_digest,
+    report_file_of,
     step_key,
 )
 from longtask.policies import StepKind
-from longtask.progress import ProgressNode, ProgressRecord, build_record
+from longtask.progress import ENDED_NODE, WAITING_NODE, ProgressNode, ProgressRecord, build_record
 from longtask.states import TaskState, TaskStateMachine
 from workflows.task_tree import apply_event, complete_step, document_node
+
+# Up to this many documents, a task keeps every step result and report text in its state
+# and checkpoints. Beyond it, finished documents are index ranges in checkpoints and their
+# reports are files (activities/report_files.py): a checkpoint stays a few kilobytes.
+INLINE_DOCUMENTS = 100
+# Conversation messages a checkpoint keeps: the newest ones; every report is kept in full.
+MESSAGES_KEPT = 100
 
 
 def _key(document: int, kind: StepKind) -> str:
@@ -51,9 +62,17 @@ class TaskBook:
         self.documents: list[DocumentRef] = []
         self.reports: dict[int, DocumentReport] = {}
         self.usage = TokenUsage()
+        self.ledger = CostLedger()
+        # Tokens of steps still running, as their last progress report said.
+        self.running_usage: dict[str, TokenUsage] = {}
         self.stats: dict[str, CallStats] = {}
-        self.step_results: list[dict[str, Any]] = []
+        self.step_results: dict[int, list[dict[str, Any]]] = {}
         self.messages: list[dict[str, Any]] = []
+        self.in_flight: set[int] = set()
+        # Steps done by documents that ended: counted once, so the record never walks them.
+        self.ended_steps = 0
+        self.ended_total = 0
+        self.steps_total = 0
         self.finished_steps: set[str] = set()
         self.retrying: set[str] = set()
         self.last_model = ""
@@ -69,19 +88,86 @@ class TaskBook:
         self.machine = carried.machine
         self.reports = dict(carried.reports)
         self.stats = dict(carried.stats)
+        self.ledger = carried.ledger
         self.messages = list(carried.messages)
         self.last_checkpoint_ms = carried.last_checkpoint_ms
         self.runs = carried.runs + 1
         self.take_results(carried.resume)
 
+    @property
+    def inline(self) -> bool:
+        return len(self.documents) <= INLINE_DOCUMENTS
+
     def take_results(self, resume: ResumeState) -> None:
         """Steps an earlier run finished: skipped here, and their tokens already paid."""
         self.resume = resume
         self.usage.merge(resume.usage)
+        self.ledger.merge(resume.ledger)
 
-    def set_documents(self, documents: list[DocumentRef]) -> None:
+    def set_documents(self, documents: list[DocumentRef], now: datetime) -> None:
         self.documents = documents
         self.tree.children = [document_node(document) for document in documents]
+        self.steps_total = self.tree.steps_total()
+        # Documents an earlier run of this task (continue-as-new) ended.
+        for index, report in sorted(self.reports.items()):
+            document = documents[index]
+            self.recall_finished(document, now)
+            if report.state is TaskState.COMPLETED:
+                for kind in StepKind:
+                    complete_step(self.tree, document, kind)
+            self._ended(index)
+        self._recall_finished_ranges(now)
+
+    def _recall_finished_ranges(self, now: datetime) -> None:
+        """Documents a large task's checkpoint lists as finished, if the list is the same."""
+        if not self.resume.finished:
+            return
+        if self.resume.documents_digest != documents_digest(self.documents):
+            self.messages.append(
+                {"role": "system", "content": "documents changed since the checkpoint: "
+                 "finished documents are done again"}
+            )  # fmt: skip
+            return
+        for index in sorted(from_ranges(self.resume.finished)):
+            if 0 <= index < len(self.documents) and index not in self.reports:
+                document = self.documents[index]
+                for kind in StepKind:
+                    complete_step(self.tree, document, kind)
+                self.reports[index] = DocumentReport(
+                    name=document.name,
+                    state=TaskState.COMPLETED,
+                    report_file=report_file_of(self.task.task_id, document),
+                )
+                self._ended(index)
+
+    def document_started(self, index: int) -> None:
+        self.in_flight.add(index)
+
+    def _ended(self, index: int) -> None:
+        self.in_flight.discard(index)
+        node = self.tree.children[index]
+        self.ended_steps += node.steps_done()
+        self.ended_total += node.steps_total()
+        if not self.inline:
+            self.step_results.pop(index, None)
+
+    def steps_done(self) -> int:
+        running = sum(self.tree.children[i].steps_done() for i in self.in_flight)
+        return self.ended_steps + running
+
+    def total_usage(self) -> TokenUsage:
+        """Tokens of finished steps and of those still running."""
+        total = TokenUsage()
+        total.merge(self.usage)
+        for running in self.running_usage.values():
+            total.merge(running)
+        return total
+
+    def cost(self) -> float:
+        return self.total_usage().cost(self.task.prices)
+
+    def budget_reached(self) -> str | None:
+        return self.task.budget.exceeded_by(self.total_usage(), self.task.prices)
 
     def done_before(self, document: DocumentRef, kind: StepKind) -> list[str] | None:
         return self.resume.results.get(step_key(document.path, kind))
@@ -113,20 +199,23 @@ class TaskBook:
         key = _key(document.index, kind)
         self.finished_steps.add(key)
         self.retrying.discard(key)
+        self.running_usage.pop(key, None)
         complete_step(self.tree, document, kind)
         self.usage.merge(result.usage)
-        self.step_results.append(
+        self.ledger.merge(result.ledger)
+        self.step_results.setdefault(document.index, []).append(
             {"document": document.name, "path": document.path, "step": kind.value,
              "outputs": result.outputs}
         )  # fmt: skip
         if ran:
             self.stats[key] = result.stats
-            self.last_model = model or self.last_model
+            self.last_model = model or result.model or self.last_model
             if kind in (StepKind.REASON, StepKind.REPORT):
                 self.messages.append(
                     {"role": "assistant", "document": document.name, "step": kind.value,
                      "content": result.outputs[0]}
                 )  # fmt: skip
+                del self.messages[:-MESSAGES_KEPT]
         self.follow_retries(now)
 
     def recall_finished(self, document: DocumentRef, now: datetime) -> None:
@@ -139,10 +228,42 @@ class TaskBook:
                 )
                 self.step_finished(document, kind, "", done, now, ran=False)
 
-    def document_done(self, document: DocumentRef, report: str) -> None:
+    def document_done(self, document: DocumentRef, report: str, report_file: str = "") -> None:
         self.reports[document.index] = DocumentReport(
-            name=document.name, state=TaskState.COMPLETED, report=report
+            name=document.name,
+            state=TaskState.COMPLETED,
+            report=report if self.inline or not report_file else "",
+            report_file=report_file,
         )
+        self._ended(document.index)
+
+    def document_outcome(
+        self, document: DocumentRef, outcome: DocumentOutcome, now: datetime
+    ) -> None:
+        """Book how a document of a batch ended, with each step the batch ran for it."""
+        ran = {result.kind: result for result in outcome.steps}
+        for kind in StepKind:
+            result = ran.get(kind)
+            if result is not None and (result.outputs or outcome.state is TaskState.COMPLETED):
+                self.step_finished(document, kind, result.model, result, now)
+            elif result is not None:
+                # The step that failed: its attempts and tokens count, its outputs do not exist.
+                key = _key(document.index, kind)
+                self.stats[key] = result.stats
+                self.running_usage.pop(key, None)
+                self.usage.merge(result.usage)
+                self.ledger.merge(result.ledger)
+            else:
+                outputs = self.done_before(document, kind)
+                if outputs is not None:
+                    done = StepResult(
+                        kind=kind, document=document.index, outputs=outputs, usage=TokenUsage()
+                    )
+                    self.step_finished(document, kind, "", done, now, ran=False)
+        if outcome.state is TaskState.COMPLETED:
+            self.document_done(document, outcome.report, outcome.report_file)
+        else:
+            self.document_failed(document, outcome.error, None, None, now)
 
     def document_failed(
         self,
@@ -158,8 +279,12 @@ class TaskBook:
         self.reports[document.index] = DocumentReport(
             name=document.name, state=TaskState.FAILED, error=message
         )
-        # Its steps are over: none of them is retrying any more.
-        self.retrying = {k for k in self.retrying if not k.startswith(f"{document.index}:")}
+        # Its steps are over: none of them is retrying or paying any more.
+        prefix = f"{document.index}:"
+        self.retrying = {k for k in self.retrying if not k.startswith(prefix)}
+        for key in [k for k in self.running_usage if k.startswith(prefix)]:
+            self.usage.merge(self.running_usage.pop(key))
+        self._ended(document.index)
         self.follow_retries(now)
 
     def progress(self, event: ProgressEvent, now: datetime) -> bool:
@@ -169,6 +294,7 @@ class TaskBook:
             return False
         apply_event(self.tree, self.documents[event.document], event)
         self.stats[key] = event.stats
+        self.running_usage[key] = event.usage
         if event.retrying:
             self.retrying.add(key)
         else:
@@ -185,14 +311,15 @@ class TaskBook:
     def record(self, now: datetime) -> ProgressRecord:
         record = build_record(
             self.task.task_id,
-            self.tree.steps_done(),
-            self.tree.steps_total(),
+            self.steps_done(),
+            self.steps_total,
             (now - self.started_at).total_seconds(),
             {
                 "state": self.machine.state.value,
                 "documents": len(self.documents),
                 "documents_done": len(self.reports),
-                "cost_so_far": self.usage.cost(),
+                "documents_running": len(self.in_flight),
+                "cost_so_far": self.cost(),
                 "runs": self.runs,
             },
         )
@@ -207,41 +334,71 @@ class TaskBook:
             f"**{self.machine.state.value}** {record.progress:.2f} % "
             f"({record.step}/{record.total} steps), "
             f"{len(self.reports)}/{len(self.documents)} documents, "
-            f"cost ${self.usage.cost():.6f}"
+            f"cost ${self.cost():.6f}"
+        )
+
+    def status_tree(self) -> ProgressNode:
+        """The task with a node per document in flight; the others as two rolled-up nodes,
+        so the answer stays small for ten thousand documents."""
+        running = [self.tree.children[i].summary(depth=1) for i in sorted(self.in_flight)]
+        running_total = sum(node.total for node in running)
+        waiting = self.steps_total - self.ended_total - running_total
+        return ProgressNode(
+            name=self.tree.name,
+            children=[
+                *running,
+                ProgressNode(name=ENDED_NODE, done=self.ended_steps, total=self.ended_total),
+                ProgressNode(name=WAITING_NODE, done=0, total=max(waiting, 0)),
+            ],
         )
 
     def status(self, now: datetime) -> TaskStatus:
+        failed = sum(1 for r in self.reports.values() if r.state is TaskState.FAILED)
         return TaskStatus(
             record=self.record(now),
             state=self.machine.state,
             transitions=self.machine.log,
-            tree=self.tree.summary(depth=2),
-            usage=self.usage,
-            cost_so_far=self.usage.cost(),
+            tree=self.status_tree(),
+            usage=self.total_usage(),
+            cost_so_far=self.cost(),
             retrying_steps=sorted(self.retrying),
             calls=self.calls_by_kind(),
+            ledger=self.ledger,
+            documents=len(self.documents),
+            documents_done=len(self.reports) - failed,
+            documents_failed=failed,
         )
 
-    def result(self) -> TaskResult:
+    def result(self, reason: str = "") -> TaskResult:
         return TaskResult(
             task_id=self.task.task_id,
             state=self.machine.state,
             documents=[self.reports[i] for i in sorted(self.reports)],
-            usage=self.usage,
-            cost_so_far=self.usage.cost(),
+            usage=self.total_usage(),
+            cost_so_far=self.cost(),
             calls=self.calls_by_kind(),
+            ledger=self.ledger,
+            reason=reason,
         )
 
     def checkpoint(self, now: datetime, error: str | None = None) -> MirrorWrite:
         """The task as it is now, as a checkpoint with a fresh, increasing id."""
         record = self.record(now)
         self.last_checkpoint_ms = next_checkpoint_ms(now, self.last_checkpoint_ms)
-        variables = {
-            "state": self.machine.state.value,
-            "paths": self.task.paths,
-            "documents": [d.name for d in self.documents],
-            "reports": {r.name: r.state.value for r in self.reports.values()},
-        }
+        variables: dict[str, Any] = {"state": self.machine.state.value, "paths": self.task.paths}
+        if self.inline:
+            variables["documents"] = [d.name for d in self.documents]
+            variables["reports"] = {r.name: r.state.value for r in self.reports.values()}
+        else:
+            variables["documents"] = len(self.documents)
+            variables["documents_digest"] = documents_digest(self.documents)
+            variables["finished"] = to_ranges(
+                i for i, r in self.reports.items() if r.state is TaskState.COMPLETED
+            )
+            failed = {r.name: r.error for r in self.reports.values() if r.state is TaskState.FAILED}
+            variables["failed"] = dict(list(failed.items())[:INLINE_DOCUMENTS])
+            variables["failed_count"] = len(failed)
+        usage = self.total_usage()
         checkpoint = Checkpoint(
             id=checkpoint_id_for(self.task.task_id, self.last_checkpoint_ms),
             task_id=self.task.task_id,
@@ -251,13 +408,14 @@ class TaskBook:
                 messages=self.messages,
                 variables=variables,
                 current_step=record.step,
-                step_results=self.step_results,
+                step_results=[r for i in sorted(self.step_results) for r in self.step_results[i]],
             ),
             metadata={
                 "model": self.last_model,
-                "cost_so_far": self.usage.cost(),
-                "tokens": self.usage.total_tokens,
-                "usage": self.usage.model_dump(),
+                "cost_so_far": usage.cost(self.task.prices),
+                "tokens": usage.total_tokens,
+                "usage": usage.model_dump(),
+                "ledger": [entry.model_dump() for entry in self.ledger.rows()],
             },
             error=error,
         )
@@ -266,12 +424,17 @@ class TaskBook:
 
     def carry_over(self) -> TaskInput:
         """This task's input for its next run: everything done so far travels with it."""
-        finished = {step_key(r["path"], r["step"]): list(r["outputs"]) for r in self.step_results}
+        finished = {
+            step_key(r["path"], r["step"]): list(r["outputs"])
+            for results in self.step_results.values()
+            for r in results
+        }
         carried = CarriedState(
             resume=ResumeState(results=finished, usage=self.usage),
             machine=self.machine,
             reports=self.reports,
             stats=self.stats,
+            ledger=self.ledger,
             messages=self.messages,
             started_at=self.started_at,
             last_checkpoint_ms=self.last_checkpoint_ms,

@@ -5,16 +5,10 @@ from __future__ import annotations
 from longtask.models import DocumentRef, ProgressEvent
 from longtask.policies import StepKind
 from longtask.progress import ProgressNode
-from longtask.text import embed_batches
 
 
 def step_calls(document: DocumentRef, kind: StepKind) -> int:
-    """Provider calls a step makes for a document: the steps it adds to the task's total."""
-    if kind is StepKind.EMBED:
-        return embed_batches(document.chunks)
-    if kind is StepKind.SUMMARIZE:
-        return document.pages
-    return 1
+    return document.calls(kind)
 
 
 def document_node(document: DocumentRef) -> ProgressNode:

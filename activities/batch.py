@@ -1,0 +1,158 @@
+"""Every step of several documents in one activity: the unit of work of large tasks.
+
+One activity per provider call would cap a task at what the Temporal server schedules per
+second (about 70 activities/s here), far below what the provider answers. A batch carries
+the calls of many documents; every finished call is in its heartbeat details within a
+quarter of the heartbeat timeout, so a retry or a new worker redoes none of them.
+
+Within a batch each document goes embed and summarize, then reason, then report. A document
+whose step fails for good ends failed and the others go on; a failure that must wait
+(server error, rate limit) stops that document until the batch's retry, which redoes only
+what is not finished; a refused key stops the batch and the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.report_files import ReportStore
+from activities.reporting import ActivityPulse, slot_of
+from activities.steps import DocumentSteps
+from longtask.cost import TokenUsage
+from longtask.models import (
+    BatchRequest,
+    BatchResult,
+    CallStats,
+    DocumentOutcome,
+    DocumentRef,
+    StepRequest,
+    StepResult,
+    step_key,
+)
+from longtask.policies import STOP_TASK_KINDS, StepKind
+from longtask.states import TaskState
+
+
+def _settled(results: Sequence[StepResult | BaseException]) -> list[StepResult]:
+    """Results of steps run side by side, after all of them ended; the first failure raised."""
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return [result for result in results if isinstance(result, StepResult)]
+
+
+def batch_failure(errors: list[BaseException]) -> BaseException:
+    """How a batch with documents still to do fails: for good on a refused key; otherwise
+    retried after the longest wait any of its documents needs."""
+    others = [error for error in errors if not isinstance(error, ApplicationError)]
+    if others:
+        return others[0]
+    failures = [error for error in errors if isinstance(error, ApplicationError)]
+    fatal = [failure for failure in failures if failure.non_retryable]
+    if fatal:
+        return fatal[0]
+    stats = CallStats()
+    for failure in failures:
+        if failure.details:
+            stats.merge(CallStats.model_validate(failure.details[0]))
+    longest = max(failures, key=lambda f: f.next_retry_delay or timedelta(0))
+    return ApplicationError(
+        f"{len(failures)} document(s) to retry; first: {longest.message}",
+        stats.model_dump(),
+        type=longest.type,
+        next_retry_delay=longest.next_retry_delay,
+    )
+
+
+class DocumentBatches:
+    def __init__(self, steps: DocumentSteps, reports: ReportStore) -> None:
+        self._steps = steps
+        self._reports = reports
+
+    @activity.defn(name="process_documents")
+    async def process_documents(self, request: BatchRequest) -> BatchResult:
+        async with self._steps.pulse(request.task_id, request.call_concurrency) as pulse:
+            ended = await asyncio.gather(
+                *(self._document(request, document, pulse) for document in request.documents),
+                return_exceptions=True,
+            )
+        errors = [error for error in ended if isinstance(error, BaseException)]
+        if errors:
+            raise batch_failure(errors)
+        return BatchResult(
+            batch=request.batch,
+            outcomes=[pulse.outcomes[document.index] for document in request.documents],
+        )
+
+    async def _document(
+        self, request: BatchRequest, document: DocumentRef, pulse: ActivityPulse
+    ) -> None:
+        if document.index in pulse.outcomes:
+            return  # ended in an earlier attempt of this batch
+
+        async def run(kind: StepKind, **context: Any) -> StepResult:
+            done = request.done.get(step_key(document.path, kind))
+            if done is not None:
+                # Finished by an earlier run of the task: its result stands, nothing is paid.
+                return StepResult(
+                    kind=kind, document=document.index, outputs=done, usage=TokenUsage()
+                )
+            step = StepRequest(
+                task_id=request.task_id,
+                document=document,
+                model=request.models.for_step(kind),
+                policy=request.policy,
+                call_concurrency=request.call_concurrency,
+                partial_response=request.partials.get(step_key(document.path, kind), ""),
+                **context,
+            )
+            return await self._steps.run_step(step, kind, pulse)
+
+        try:
+            embedded, summarized = _settled(
+                await asyncio.gather(
+                    run(StepKind.EMBED), run(StepKind.SUMMARIZE), return_exceptions=True
+                )
+            )
+            summaries = summarized.outputs
+            analysis = await run(
+                StepKind.REASON, summaries=summaries, key_passages=embedded.outputs
+            )
+            report = await run(StepKind.REPORT, summaries=summaries, analysis=analysis.outputs[0])
+        except ApplicationError as error:
+            if not error.non_retryable or (error.type or "") in STOP_TASK_KINDS:
+                raise
+            pulse.outcomes[document.index] = DocumentOutcome(
+                index=document.index,
+                state=TaskState.FAILED,
+                error=error.message,
+                error_type=error.type or "",
+                steps=self._steps_of(document, pulse),
+            )
+            return
+        text = report.outputs[0]
+        report_file = await self._reports.save(request.task_id, document, text)
+        pulse.outcomes[document.index] = DocumentOutcome(
+            index=document.index,
+            state=TaskState.COMPLETED,
+            report=text,
+            report_file=report_file,
+            steps=self._steps_of(document, pulse),
+        )
+
+    @staticmethod
+    def _steps_of(document: DocumentRef, pulse: ActivityPulse) -> list[StepResult]:
+        """The steps this batch ran for ``document``, finished or given up."""
+        steps = []
+        for kind in StepKind:
+            slot = slot_of(document.index, kind)
+            result = pulse.finished.pop(slot, None) or pulse.abandoned.pop(slot, None)
+            if result is not None:
+                steps.append(result)
+        return steps

@@ -21,6 +21,7 @@ from activities.batch import DocumentBatches
 from activities.documents import load_documents
 from activities.mirror import MirrorActivities
 from activities.provider import make_client
+from activities.rate_limits import SharedRateLimiter
 from activities.report_files import ReportStore
 from activities.steps import DocumentSteps
 from longtask.connections import connect_redis, connect_temporal
@@ -50,6 +51,7 @@ def build_worker(
         settings.llm_api_key.get_secret_value(),
         settings.progress_signal_seconds,
         redis,
+        SharedRateLimiter(redis, settings.rate_limits) if settings.rate_limits else None,
     )
     batches = DocumentBatches(steps, ReportStore(settings.report_folder()))
     mirror = MirrorActivities(redis)

@@ -21,6 +21,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.metrics import record_document
 from activities.report_files import ReportStore
 from activities.reporting import ActivityPulse, slot_of
 from activities.steps import DocumentSteps
@@ -128,6 +129,7 @@ class DocumentBatches:
         except ApplicationError as error:
             if not error.non_retryable or (error.type or "") in STOP_TASK_KINDS:
                 raise
+            record_document("failed")
             pulse.outcomes[document.index] = DocumentOutcome(
                 index=document.index,
                 state=TaskState.FAILED,
@@ -138,6 +140,7 @@ class DocumentBatches:
             return
         text = report.outputs[0]
         report_file = await self._reports.save(request.task_id, document, text)
+        record_document("completed")
         pulse.outcomes[document.index] = DocumentOutcome(
             index=document.index,
             state=TaskState.COMPLETED,

@@ -59,3 +59,32 @@ def record_attempt(
     PROVIDER_ATTEMPTS.labels(task_id, step, str(attempt), status).inc()
     ATTEMPT_TIMEOUT.labels(task_id, step, str(attempt)).set(timeout)
     ATTEMPT_DURATION.labels(step, status).observe(seconds)
+
+
+CHECKPOINT_LAG = Histogram(
+    "ltm_checkpoint_lag_seconds",
+    "From a checkpoint taken by the task to its visibility in the Redis mirror.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+STEPS = Counter(
+    "ltm_steps_total",
+    "Steps of documents that ended, by step kind and outcome.",
+    ["step", "status"],
+)
+DOCUMENTS = Counter(
+    "ltm_documents_total",
+    "Documents that ended in a batch, by outcome.",
+    ["status"],
+)
+
+
+def record_checkpoint_lag(seconds: float) -> None:
+    CHECKPOINT_LAG.observe(max(seconds, 0.0))
+
+
+def record_step(step: str, status: str) -> None:
+    STEPS.labels(step, status).inc()
+
+
+def record_document(status: str) -> None:
+    DOCUMENTS.labels(status).inc()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 from redis.asyncio import Redis
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.metrics import record_checkpoint_lag
 from longtask.checkpoint_reader import load_checkpoint
 from longtask.checkpoints import (
     CHECKPOINT_LIST_LENGTH,
@@ -93,7 +95,10 @@ class MirrorActivities:
 
     @activity.defn(name="write_checkpoint")
     async def write_checkpoint(self, write: MirrorWrite) -> bool:
-        return await write_checkpoint_to(self._redis, write)
+        written = await write_checkpoint_to(self._redis, write)
+        # The snapshot's time is the task's clock when it took the checkpoint.
+        record_checkpoint_lag(time.time() - write.snapshot.timestamp)
+        return written
 
     @activity.defn(name="load_resume_state")
     async def load_resume_state(self, request: ResumeRequest) -> ResumeState:

@@ -26,9 +26,10 @@ from activities.continuation import (
 )
 from activities.documents import pages_of
 from activities.errors import kind_of
-from activities.metrics import record_attempt, record_saved_tokens
+from activities.metrics import record_attempt, record_saved_tokens, record_step
 from activities.partials import PartialMirror
 from activities.provider import CallLimits, ChatAnswer, chat, embed, stream_chat
+from activities.rate_limits import SharedRateLimiter, estimate_request_tokens
 from activities.reporting import ActivityPulse, StepReporter, slot_of
 from longtask.models import StepRequest, StepResult
 from longtask.policies import ErrorKind, StepKind
@@ -92,10 +93,12 @@ class DocumentSteps:
         api_key: str,
         signal_seconds: float,
         redis: Redis | None = None,
+        limiter: SharedRateLimiter | None = None,
     ) -> None:
         self._llm = llm
         self._temporal = temporal
         self._redis = redis
+        self._limiter = limiter
         self._api_key = api_key
         self._signal_seconds = signal_seconds
 
@@ -125,8 +128,10 @@ class DocumentSteps:
             outputs = await run(request, reporter, pulse)
         except ApplicationError as error:
             if error.non_retryable:
+                record_step(kind.value, "failed")
                 pulse.step_abandoned(reporter, self._result(request, reporter, []))
             raise
+        record_step(kind.value, "completed")
         result = self._result(request, reporter, outputs)
         pulse.step_finished(reporter, result)
         return result
@@ -138,8 +143,16 @@ class DocumentSteps:
         item: int,
         where: str,
         call: Callable[[CallLimits], Awaitable[Answer]],
+        asked: object,
     ) -> Answer:
-        """One provider attempt of one call, under that call's own attempt's limits."""
+        """One provider attempt of one call, under that call's own attempt's limits.
+
+        ``asked`` (the messages or inputs) sizes the call for the shared tokens-per-minute
+        quota; waiting for the quota is not part of the attempt's time.
+        """
+        if self._limiter is not None:
+            tokens = estimate_request_tokens(asked)
+            await self._limiter.acquire(request.model, request.task_id, tokens)
         policy = request.policy
         kind = reporter.kind
         attempt = reporter.ledger.attempt_of(item)
@@ -219,7 +232,7 @@ class DocumentSteps:
             where = f"embed batch {batch + 1}/{batches} of {request.document.name}"
             vectors, tokens = await self._attempt(
                 request, reporter, batch, where,
-                lambda limits: embed(self._llm, request.model, texts, limits),
+                lambda limits: embed(self._llm, request.model, texts, limits), texts,
             )  # fmt: skip
             scores = [_cosine(vectors[0], vector) for vector in vectors[1:]]
             reporter.item_done(batch, json.dumps(scores), request.model, tokens, 0)
@@ -240,7 +253,7 @@ class DocumentSteps:
             messages = prompts.summarize_page(request.document.name, page, pages[page])
             answer = await self._attempt(
                 request, reporter, page, where,
-                lambda limits: chat(self._llm, request.model, messages, limits),
+                lambda limits: chat(self._llm, request.model, messages, limits), messages,
             )  # fmt: skip
             reporter.item_done(
                 page, answer.text, request.model, answer.prompt_tokens, answer.completion_tokens
@@ -279,7 +292,7 @@ class DocumentSteps:
 
         async def one(item: int) -> None:
             try:
-                answer = await self._attempt(request, reporter, item, where, call)
+                answer = await self._attempt(request, reporter, item, where, call, asked)
             except ProviderFailure as failure:
                 await mirror.failed(reporter.partial_text(), str(failure))
                 raise

@@ -99,7 +99,7 @@ def print_result(result: TaskResult, console: Console) -> None:
             console.print(f"... and {len(failed) - PRINTED_REPORTS} more failed documents")
     print_ledger(result, console)
     done = sum(1 for d in result.documents if d.state is TaskState.COMPLETED)
-    if result.reason:
+    if result.reason and result.state is not TaskState.COMPLETED:
         console.print(f"{result.state.value}: {result.reason}", soft_wrap=True)
     console.print(
         f"task {result.task_id} {result.state.value}: {len(result.documents)} document(s) "

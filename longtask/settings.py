@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from activities.rate_limits import ModelQuota
 from longtask.cost import DEFAULT_PRICES_PER_MILLION
 from longtask.policies import TimeoutPolicy
 
@@ -56,6 +57,9 @@ class Settings(BaseSettings):
     # 429: wait what the provider asks, up to this long; or stop the step at once.
     rate_limit_max_wait_seconds: float = Field(60.0, gt=0, le=3600)
     stop_on_rate_limit: bool = False
+    # Provider quotas per model shared by all workers through Redis (JSON object), e.g.
+    # {"gpt-4.1": {"rpm": 500, "tpm": 30000}}; models not named are not paced.
+    rate_limits: dict[str, ModelQuota] = Field(default_factory=dict)
     # Where the worker serves Prometheus metrics (0 turns them off).
     metrics_port: int = Field(9464, ge=0, le=65535)
     # How often a running step tells its workflow how far it got (each signal is history).

@@ -17,7 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 class WorkerProcess:
     """`python worker.py` in its own process, configured like a user would: by environment."""
 
-    def __init__(self, settings: Settings, log: Path, metrics_port: int = 0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log: Path,
+        metrics_port: int = 0,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         env = {
             **os.environ,
             "LTM_TEMPORAL_ADDRESS": settings.temporal_address,
@@ -27,6 +33,7 @@ class WorkerProcess:
             "LTM_METRICS_PORT": str(metrics_port),
             "LTM_PAYLOAD_DIR": str(settings.payload_folder),
             "LTM_PAYLOAD_THRESHOLD_BYTES": str(settings.payload_threshold_bytes),
+            **(extra_env or {}),
         }
         self.log = log
         with log.open("ab") as sink:

@@ -1,0 +1,1 @@
+"""Baselines the product is measured against (SPEC section 9)."""

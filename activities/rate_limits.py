@@ -171,6 +171,11 @@ class SharedRateLimiter:
                 async with asyncio.timeout(self._redis_timeout):
                     wait_ms = int(await self._script(keys=self.keys(model), args=args))
             except (RedisError, OSError, TimeoutError) as error:
+                # A cancel landing mid-command can come out as a connection error: passing it on
+                # keeps the caller's own cancellation or timeout from being lost.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from error
                 # Without Redis the call goes unpaced rather than hanging the task: the provider's
                 # own 429 answers, retried by Temporal, still keep it within the quota.
                 if not self._redis_down:

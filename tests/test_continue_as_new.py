@@ -16,7 +16,7 @@ from tests.tasks import start, wait_for_status, write_documents
 async def test_a_long_task_rolls_over_to_new_runs_without_redoing_anything(
     client: Client, settings: Settings, worker: Worker, llm: LlmServer, tmp_path: Path
 ) -> None:
-    documents, pages = 5, 3
+    documents, pages = 30, 1
     paths = write_documents(tmp_path, count=documents, pages=pages)
     task, handle = await start(
         client, settings, paths, document_concurrency=1, max_history_events=50

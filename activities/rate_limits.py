@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 _ENVELOPE_BYTES = 192
 
 # A waiting call re-asks at least this often, so a call that died while waiting stops holding
-# other tasks back within _MAX_WAIT + _WAIT_GRACE seconds.
+# other tasks back within _MAX_WAIT_SECONDS + _WAIT_GRACE_SECONDS.
 _MAX_WAIT_SECONDS = 2.0
 _WAIT_GRACE_SECONDS = 2.0
 # Calls reach the provider a little after they are let go, and not all equally late, so its
@@ -140,7 +140,6 @@ class SharedRateLimiter:
         *,
         redis_timeout: float = 2.0,
     ) -> None:
-        self._redis = redis
         self._quotas = dict(quotas)
         self._prefix = key_prefix
         self._redis_timeout = redis_timeout
@@ -167,27 +166,39 @@ class SharedRateLimiter:
         args += [task_id, member, _MAX_WAIT_SECONDS, _WAIT_GRACE_SECONDS, _IDLE_TTL_MS]
         args.append(_RESERVE_SECONDS)
         while True:
-            try:
-                async with asyncio.timeout(self._redis_timeout):
-                    wait_ms = int(await self._script(keys=self.keys(model), args=args))
-            except (RedisError, OSError, TimeoutError) as error:
-                # A cancel landing mid-command can come out as a connection error: passing it on
-                # keeps the caller's own cancellation or timeout from being lost.
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise asyncio.CancelledError from error
-                # Without Redis the call goes unpaced rather than hanging the task: the provider's
-                # own 429 answers, retried by Temporal, still keep it within the quota.
-                if not self._redis_down:
-                    logger.warning("rate limits not enforced, Redis unreachable: %r", error)
-                self._redis_down = True
-                return time.monotonic() - started
-            self._redis_down = False
-            if wait_ms == 0:
+            wait_ms = await self._decide(self.keys(model), args)
+            if not wait_ms:  # 0: go; None: Redis unreachable, go unpaced
                 return time.monotonic() - started
             # Jitter spreads waiters that were told the same time, so they do not ask at once.
             wait = wait_ms / 1000
             await asyncio.sleep(wait + random.uniform(0, 0.05 * wait + 0.005))
+
+    async def _decide(self, keys: list[str], args: list[str | int | float]) -> int | None:
+        """The script's answer in milliseconds to wait, or None when Redis cannot answer."""
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
+        answer: int | None = None
+        failure: Exception | None = None
+        try:
+            async with asyncio.timeout(self._redis_timeout):
+                answer = int(await self._script(keys=keys, args=args))
+        except (RedisError, OSError, TimeoutError) as error:
+            failure = error
+        # redis-py can swallow a cancel that lands mid-command and return an answer or an error
+        # instead (seen with redis-py 8.1 in about 1 cancel in 10; an old class of bug, e.g.
+        # redis/redis-py#2028). Re-raise it, or a cancelled activity, or one whose own timeout
+        # ran out, would keep going.
+        if task is not None and task.cancelling() > cancels:
+            raise asyncio.CancelledError
+        if failure is not None:
+            # Without Redis the call goes unpaced rather than hanging the task: the provider's
+            # own 429 answers, retried by Temporal, still keep it within the quota.
+            if not self._redis_down:
+                logger.warning("rate limits not enforced, Redis unreachable: %r", failure)
+            self._redis_down = True
+            return None
+        self._redis_down = False
+        return answer
 
 
 def estimate_request_tokens(messages_or_inputs: object, max_tokens: int | None = None) -> int:

@@ -116,7 +116,12 @@ async def test_the_ledger_adds_up_against_the_servers_request_log(
     assert ledger_prompt == prompt_by_model
     # The ledger and the task's usage are the same tokens, priced the same way.
     assert sum(r.prompt_tokens + r.completion_tokens for r in rows) == result.usage.total_tokens
-    assert round(sum(r.cost() for r in rows), 6) == result.cost_so_far
+    for model, prompt in result.usage.prompt_tokens.items():
+        assert sum(r.prompt_tokens for r in rows if r.model == model) == prompt
+    for model, completion in result.usage.completion_tokens.items():
+        assert sum(r.completion_tokens for r in rows if r.model == model) == completion
+    # Each row's cost is rounded to the micro-dollar, the total once.
+    assert abs(sum(r.cost() for r in rows) - result.cost_so_far) <= 1e-6 * len(rows)
 
 
 async def test_a_spent_budget_stops_the_task_and_a_larger_one_finishes_it(

@@ -10,10 +10,11 @@ import time
 import uuid
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, PositiveInt
 from pydantic_core import to_jsonable_python
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from longtask.policies import ModelQuota
 
 logger = logging.getLogger(__name__)
 
@@ -118,15 +119,6 @@ for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[8]) end
 if wait <= 0 then return 0 end
 return math.ceil(wait * 1000)
 """
-
-
-class ModelQuota(BaseModel):
-    """A provider's per-minute limits for one model; None means not limited."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    rpm: PositiveInt | None = None
-    tpm: PositiveInt | None = None
 
 
 class SharedRateLimiter:

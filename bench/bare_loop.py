@@ -26,7 +26,7 @@ from activities import prompts
 from activities.documents import read_pages
 from activities.provider import CallLimits, chat, embed, make_client
 from activities.steps import KEY_PASSAGE_QUERY, KEY_PASSAGES, _cosine
-from longtask.corpus import write_corpus
+from longtask.corpus import at_least_one, write_corpus
 from longtask.models import ModelRoute
 from longtask.policies import StepKind, TimeoutPolicy
 from longtask.settings import Settings, SettingsError, load_settings
@@ -191,20 +191,13 @@ async def run_bare_loop(
     )
 
 
-def _at_least_one(raw: str) -> int:
-    value = int(raw)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="python -m bench.bare_loop",
         description="The document job as a bare asyncio loop against an LLM server.",
     )
-    root.add_argument("--documents", type=_at_least_one, required=True, help="one-page documents")
-    root.add_argument("--concurrency", type=_at_least_one, default=100, help="calls in flight")
+    root.add_argument("--documents", type=at_least_one, required=True, help="one-page documents")
+    root.add_argument("--concurrency", type=at_least_one, default=100, help="calls in flight")
     root.add_argument(
         "--base-url", help="an OpenAI-compatible server (default: start a local one, zero latency)"
     )

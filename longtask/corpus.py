@@ -90,7 +90,8 @@ def write_corpus(directory: Path, count: int, pages: int = 1, seed: int = 7) -> 
     return paths
 
 
-def _at_least_one(raw: str) -> int:
+def at_least_one(raw: str) -> int:
+    """An argparse type: a whole number of 1 or more."""
     value = int(raw)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
@@ -102,8 +103,8 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m longtask.corpus", description="Write generated small text documents."
     )
     root.add_argument("directory", type=Path, help="folder to write into (created if missing)")
-    root.add_argument("--count", type=_at_least_one, required=True, help="documents to write")
-    root.add_argument("--pages", type=_at_least_one, default=1, help="pages per document")
+    root.add_argument("--count", type=at_least_one, required=True, help="documents to write")
+    root.add_argument("--pages", type=at_least_one, default=1, help="pages per document")
     root.add_argument("--seed", type=int, default=7, help="same seed, same bytes")
     return root
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from temporalio.common import RetryPolicy
 
 
@@ -142,3 +142,12 @@ class StepTimeouts(BaseModel):
         waves = -(-max(calls, 1) // max(concurrency, 1))
         longest = policy.attempt_timeout(kind.task_type, policy.max_retries)
         return cls(heartbeat_seconds=heartbeat, start_to_close_seconds=waves * longest + 60)
+
+
+class ModelQuota(BaseModel):
+    """A provider's per-minute limits for one model; None means not limited."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rpm: PositiveInt | None = None
+    tpm: PositiveInt | None = None

@@ -8,9 +8,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from activities.rate_limits import ModelQuota
 from longtask.cost import DEFAULT_PRICES_PER_MILLION
-from longtask.policies import TimeoutPolicy
+from longtask.policies import ModelQuota, TimeoutPolicy
 
 ENV_PREFIX = "LTM_"
 

@@ -22,7 +22,8 @@ from openai.types.chat import ChatCompletionMessageParam
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from activities.rate_limits import ModelQuota, SharedRateLimiter, estimate_request_tokens
+from activities.rate_limits import SharedRateLimiter, estimate_request_tokens
+from longtask.policies import ModelQuota
 from tests.servers import LlmServer, RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -113,8 +113,7 @@ class TaskBook:
             document = documents[index]
             self.recall_finished(document, now)
             if report.state is TaskState.COMPLETED:
-                for kind in StepKind:
-                    complete_step(self.tree, document, kind)
+                self._complete_document(document)
             self._ended(index)
         self._recall_finished_ranges(now)
 
@@ -131,8 +130,7 @@ class TaskBook:
         for index in sorted(from_ranges(self.resume.finished)):
             if 0 <= index < len(self.documents) and index not in self.reports:
                 document = self.documents[index]
-                for kind in StepKind:
-                    complete_step(self.tree, document, kind)
+                self._complete_document(document)
                 self.reports[index] = DocumentReport(
                     name=document.name,
                     state=TaskState.COMPLETED,
@@ -167,7 +165,10 @@ class TaskBook:
         return self.total_usage().cost(self.task.prices)
 
     def budget_reached(self) -> str | None:
-        return self.task.budget.exceeded_by(self.total_usage(), self.task.prices)
+        budget = self.task.budget
+        if budget.max_cost_usd is None and budget.max_tokens is None:
+            return None  # checked on every progress report: skip the sums when unlimited
+        return budget.exceeded_by(self.total_usage(), self.task.prices)
 
     def done_before(self, document: DocumentRef, kind: StepKind) -> list[str] | None:
         return self.resume.results.get(step_key(document.path, kind))
@@ -221,12 +222,19 @@ class TaskBook:
     def recall_finished(self, document: DocumentRef, now: datetime) -> None:
         """Count the steps an earlier run finished for ``document`` as done here too."""
         for kind in StepKind:
-            outputs = self.done_before(document, kind)
-            if outputs is not None:
-                done = StepResult(
-                    kind=kind, document=document.index, outputs=outputs, usage=TokenUsage()
-                )
-                self.step_finished(document, kind, "", done, now, ran=False)
+            self._recall_step(document, kind, now)
+
+    def _recall_step(self, document: DocumentRef, kind: StepKind, now: datetime) -> None:
+        outputs = self.done_before(document, kind)
+        if outputs is not None:
+            done = StepResult(
+                kind=kind, document=document.index, outputs=outputs, usage=TokenUsage()
+            )
+            self.step_finished(document, kind, "", done, now, ran=False)
+
+    def _complete_document(self, document: DocumentRef) -> None:
+        for kind in StepKind:
+            complete_step(self.tree, document, kind)
 
     def document_done(self, document: DocumentRef, report: str, report_file: str = "") -> None:
         self.reports[document.index] = DocumentReport(
@@ -254,12 +262,7 @@ class TaskBook:
                 self.usage.merge(result.usage)
                 self.ledger.merge(result.ledger)
             else:
-                outputs = self.done_before(document, kind)
-                if outputs is not None:
-                    done = StepResult(
-                        kind=kind, document=document.index, outputs=outputs, usage=TokenUsage()
-                    )
-                    self.step_finished(document, kind, "", done, now, ran=False)
+                self._recall_step(document, kind, now)
         if outcome.state is TaskState.COMPLETED:
             self.document_done(document, outcome.report, outcome.report_file)
         else:

@@ -7,16 +7,12 @@ from longtask.policies import StepKind
 from longtask.progress import ProgressNode
 
 
-def step_calls(document: DocumentRef, kind: StepKind) -> int:
-    return document.calls(kind)
-
-
 def document_node(document: DocumentRef) -> ProgressNode:
     pages = [ProgressNode(name=f"page {p + 1}", total=1) for p in range(document.pages)]
     return ProgressNode(
         name=document.name,
         children=[
-            ProgressNode(name=StepKind.EMBED.value, total=step_calls(document, StepKind.EMBED)),
+            ProgressNode(name=StepKind.EMBED.value, total=document.calls(StepKind.EMBED)),
             ProgressNode(name=StepKind.SUMMARIZE.value, children=pages),
             ProgressNode(name=StepKind.REASON.value, total=1),
             ProgressNode(name=StepKind.REPORT.value, total=1),

@@ -43,6 +43,10 @@ class BareLoopError(Exception):
     """A provider call failed: the loop has no retries, so its figures would mean nothing."""
 
 
+class _Halted(Exception):
+    """The loop reached the number of calls it was asked to stop at (a simulated crash)."""
+
+
 class BareLoopFigures(BaseModel):
     documents: int
     calls: int
@@ -73,8 +77,10 @@ class _Loop:
         models: ModelRoute,
         concurrency: int,
         policy: TimeoutPolicy,
+        halt_after: int | None = None,
     ) -> None:
         self._client = client
+        self._halt_after = halt_after
         self._models = models
         self._gate = asyncio.Semaphore(concurrency)
         # A first attempt's limits, as the product's steps set them: the same timer work per call.
@@ -95,10 +101,15 @@ class _Loop:
             answer = await chat(
                 self._client, self._models.for_step(kind), messages, self._limits(kind)
             )
-        self.calls += 1
-        self.prompt_tokens += answer.prompt_tokens
-        self.completion_tokens += answer.completion_tokens
+        self._count(answer.prompt_tokens, answer.completion_tokens)
         return answer.text
+
+    def _count(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.calls += 1
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        if self._halt_after is not None and self.calls >= self._halt_after:
+            raise _Halted
 
     async def _scores(self, chunks: list[str]) -> list[float]:
         """Each chunk's nearness to the key-passage query; the query rides in every batch,
@@ -110,8 +121,7 @@ class _Loop:
                 [KEY_PASSAGE_QUERY, *chunks],
                 self._limits(StepKind.EMBED),
             )
-        self.calls += 1
-        self.prompt_tokens += tokens
+        self._count(tokens, 0)
         return [_cosine(vectors[0], vector) for vector in vectors[1:]]
 
     async def _key_passages(self, chunks: list[str]) -> list[str]:
@@ -150,19 +160,25 @@ async def run_bare_loop(
     models: ModelRoute,
     concurrency: int,
     policy: TimeoutPolicy | None = None,
+    halt_after: int | None = None,
+    documents_in_flight: int | None = None,
 ) -> BareLoopFigures:
     """Run the document job over ``paths`` and measure it.
 
     The API key and the call limits (default ``policy``) come from the ``LTM_`` environment,
     as for a worker; the local server takes any key. The first failed call stops the loop
-    with a ``BareLoopError``.
+    with a ``BareLoopError``. With ``halt_after``, the loop dies as a crashed script would once
+    that many calls have finished: every call in flight is dropped, and the figures are those
+    of the work done until then. ``documents_in_flight`` (default ``concurrency``) bounds the
+    documents begun and not finished, as the product's task window does.
     """
     settings = load_settings()
     client = make_client(base_url, settings.llm_api_key.get_secret_value())
-    loop = _Loop(client, models, concurrency, policy or settings.timeout_policy())
+    policy = policy or settings.timeout_policy()
+    loop = _Loop(client, models, concurrency, policy, halt_after)
     # Documents are started ``concurrency`` at a time as well: enough to keep every call slot
     # busy (each document always has a call waiting), without reading all files up front.
-    documents = asyncio.Semaphore(concurrency)
+    documents = asyncio.Semaphore(documents_in_flight or concurrency)
 
     async def one(path: Path) -> None:
         async with documents:
@@ -175,10 +191,18 @@ async def run_bare_loop(
                 group.create_task(one(path))
         seconds = time.monotonic() - started
     except ExceptionGroup as failed:
-        first = failed.exceptions[0]
+        halted, failed_otherwise = failed.split(_Halted)
+        if halted is not None and failed_otherwise is None:
+            seconds = time.monotonic() - started
+            return _figures(paths, loop, concurrency, seconds)
+        first = (failed_otherwise or failed).exceptions[0]
         raise BareLoopError(f"a call failed ({type(first).__name__}): {first}") from failed
     finally:
         await client.close()
+    return _figures(paths, loop, concurrency, seconds)
+
+
+def _figures(paths: list[Path], loop: _Loop, concurrency: int, seconds: float) -> BareLoopFigures:
     return BareLoopFigures(
         documents=len(paths),
         calls=loop.calls,

@@ -1,0 +1,352 @@
+"""Worker crashes: recovery time, hand-over time, and the work a crash makes the job redo.
+
+  python -m bench.crashes              # 20 SIGKILLs, 5 SIGTERM hand-overs, 48 documents
+  python -m bench.crashes --kills 40 --documents 96
+
+One embedded stack (the LLM server as `make up` runs it: 200 ms latency, 20 ms between streamed
+chunks). Two workers, one of them idle: the task keeps one batch in flight (document and batch
+size 4), so one worker holds every running step and the other stands by, and the first request
+the LLM server sees after a kill is the resumed step's.
+
+Four runs of the same job, in this order:
+  1. crash-free: the job once, no kill;
+  2. crashes: the job with SIGKILL of the busy worker at random moments (a new standby worker
+     started after each kill); recovery = kill → first LLM request of the resumed step;
+  3. hand-overs: SIGTERM of the busy worker instead; hand-over = signal → first request made by
+     the worker that takes the steps over;
+  4. restart from scratch: the same job as a bare asyncio loop that dies at the same points of
+     progress as run 2 and starts again from zero each time, as a script with no checkpoints.
+Tokens come from the LLM server's request log (bench/server_bill.py), never from the product.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import random
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import Client, WorkflowHandle
+
+from bench.bare_loop import BareLoopFigures, default_route, run_bare_loop
+from bench.harness import (
+    Workers,
+    bench_parser,
+    embedded_stack,
+    publish,
+    stack_settings,
+    start_job,
+    steps_done,
+    summary,
+    wait_until,
+)
+from bench.server_bill import ServerBill, bill, forget_requests, server_requests
+from longtask.connections import connect_temporal
+from longtask.corpus import at_least_one, write_corpus
+from longtask.live_view import query_status
+from longtask.models import TaskResult
+from longtask.settings import Settings
+from longtask.states import TaskState
+
+# One batch of four documents in flight: a single busy worker, and a standby.
+DOCUMENTS_IN_FLIGHT = 4
+# Work between two kills, at most: long enough for the resumed step to make progress again.
+# Shorter when the job is short, so that every kill falls inside it.
+LONGEST_WORK_BETWEEN_KILLS = 2.5
+RECOVERY_LIMIT_SECONDS = 60.0
+
+
+class CrashFigures(BaseModel):
+    documents: int
+    kills: int
+    handovers: int
+    heartbeat_timeout_seconds: float
+    crash_free_seconds: float
+    recovery_seconds: dict[str, float]
+    handover_seconds: dict[str, float]
+    recoveries: list[float]
+    # Seconds of work a script without checkpoints had done when it died, at the same points.
+    scratch_lost_seconds: dict[str, float]
+    kill_points: list[float]
+    crash_free: ServerBill
+    with_crashes: ServerBill
+    from_scratch: ServerBill
+    requests_redone_per_kill: float
+    completion_tokens_redone_per_kill: float
+    scratch_requests_redone_per_kill: float
+    scratch_completion_tokens_redone_per_kill: float
+    # Tokens paid with crashes, against a restart from scratch after each crash.
+    token_reduction_vs_scratch: float
+    recovery_vs_scratch_ratio: float
+
+
+def _pid_of(identity: str) -> int | None:
+    """The process id in a worker identity (the SDK's default is ``pid@host``)."""
+    head, _, _ = identity.partition("@")
+    return int(head) if head.isdigit() else None
+
+
+async def busy_worker_pid(handle: WorkflowHandle[object, TaskResult]) -> int | None:
+    """The pid of the worker running one of the task's activities right now, if any."""
+    described = await handle.describe()
+    for pending in described.raw_description.pending_activities:
+        if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+            return _pid_of(pending.last_worker_identity)
+    return None
+
+
+def first_request_after(settings: Settings, moment: float) -> float | None:
+    """When the LLM server began the first request after ``moment`` (both on the monotonic
+    clock, which the system shares between processes)."""
+    starts = [r["started_at"] for r in server_requests(settings) if r["started_at"] > moment]
+    return min(starts) if starts else None
+
+
+async def _interrupt(
+    settings: Settings,
+    workers: Workers,
+    handle: WorkflowHandle[object, TaskResult],
+    how: signal.Signals,
+    pause: Callable[[], float],
+) -> tuple[float, float] | None:
+    """Signal the busy worker after a random stretch of work; start a new standby worker.
+
+    Returns (seconds to the first request after the signal, share of steps done at it), or
+    None when the task ended first.
+    """
+    await asyncio.sleep(pause())
+    while True:
+        status = await query_status(handle)
+        if status is None or status.state is not TaskState.RUNNING:
+            return None
+        pid = await busy_worker_pid(handle)
+        process = next((w for w in workers.running if w.process.pid == pid), None)
+        if process is not None:
+            break
+        await asyncio.sleep(0.05)
+    done = steps_done(status)
+    signalled_at = time.monotonic()
+    process.process.send_signal(how)
+    workers.forget(process)
+    workers.start()
+
+    resumed: list[float] = []
+
+    async def resumed_yet() -> bool:
+        first = first_request_after(settings, signalled_at)
+        if first is not None:
+            resumed.append(first)
+        return bool(resumed)
+
+    await wait_until(resumed_yet, RECOVERY_LIMIT_SECONDS, f"progress after {how.name}")
+    await asyncio.to_thread(process.process.wait, 60)
+    return resumed[0] - signalled_at, done
+
+
+async def _run_with_interrupts(
+    settings: Settings,
+    client: Client,
+    workers: Workers,
+    folder: Path,
+    task_id: str,
+    count: int,
+    how: signal.Signals,
+    pause: Callable[[], float],
+) -> tuple[list[float], list[float]]:
+    _, handle = await start_job(client, settings, folder, task_id)
+    times: list[float] = []
+    points: list[float] = []
+    for _ in range(count):
+        measured = await _interrupt(settings, workers, handle, how, pause)
+        if measured is None:
+            break
+        times.append(measured[0])
+        points.append(measured[1])
+    result = await handle.result()
+    if result.state is not TaskState.COMPLETED:
+        raise RuntimeError(f"{task_id} ended {result.state.value}: {result.reason}")
+    if len(times) < count:
+        raise RuntimeError(
+            f"{task_id} ended after {len(times)} of {count} {how.name}s: give it more documents"
+        )
+    return times, points
+
+
+async def _scratch_runs(
+    settings: Settings, paths: list[Path], kill_points: list[float]
+) -> tuple[ServerBill, list[float]]:
+    """The job as a script with no checkpoints, dying at each point and starting over."""
+    route = default_route(settings)
+
+    async def run(halt_after: int | None = None) -> BareLoopFigures:
+        # The product's shape: one batch of documents in flight, its calls under one gate.
+        return await run_bare_loop(
+            paths,
+            settings.llm_base_url,
+            route,
+            settings.call_concurrency,
+            halt_after=halt_after,
+            documents_in_flight=settings.document_concurrency,
+        )
+
+    full = await run()
+    forget_requests(settings)
+    lost = [(await run(max(1, round(point * full.calls)))).seconds for point in kill_points]
+    await run()
+    return bill(server_requests(settings)), lost
+
+
+def bench_settings(folder: Path, documents: int) -> Settings:
+    """The LLM server as `make up` runs it; one batch of documents in flight per task.
+
+    A task cuts a small job into at least four batches; the window is set to one such batch,
+    so that a single worker is ever busy."""
+    in_flight = min(DOCUMENTS_IN_FLIGHT, math.ceil(documents / 4))
+    return stack_settings(
+        folder,
+        latency_ms=200,
+        chunk_delay_ms=20,
+        document_concurrency=in_flight,
+        batch_documents=in_flight,
+    )
+
+
+async def measure(
+    settings: Settings, corpus: Path, documents: int, kills: int, handovers: int, seed: int
+) -> CrashFigures:
+    rng = random.Random(seed)
+    paths = write_corpus(corpus, documents)
+    with Workers(settings) as workers:
+        client = await connect_temporal(settings)
+        workers.start()
+        workers.start()
+
+        forget_requests(settings)
+        started = time.monotonic()
+        _, handle = await start_job(client, settings, corpus, "crash-free")
+        if (await handle.result()).state is not TaskState.COMPLETED:
+            raise RuntimeError("the crash-free run did not complete")
+        crash_free_seconds = time.monotonic() - started
+        crash_free = bill(server_requests(settings))
+        # Random moments spread over about 60 % of the crash-free run's length.
+        longest = min(LONGEST_WORK_BETWEEN_KILLS, 0.6 * crash_free_seconds / kills)
+
+        def pause() -> float:
+            return rng.uniform(longest / 5, longest)
+
+        forget_requests(settings)
+        recoveries, points = await _run_with_interrupts(
+            settings, client, workers, corpus, "crashes", kills, signal.SIGKILL, pause
+        )
+        with_crashes = bill(server_requests(settings))
+
+        handover_times, _ = await _run_with_interrupts(
+            settings, client, workers, corpus, "handovers", handovers, signal.SIGTERM, pause
+        )
+        workers.stop_all()
+
+        from_scratch, lost = await _scratch_runs(settings, paths, points)
+
+    recovery = summary(recoveries)
+    lost_summary = summary(lost)
+    return CrashFigures(
+        documents=documents,
+        kills=len(recoveries),
+        handovers=len(handover_times),
+        heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
+        crash_free_seconds=round(crash_free_seconds, 1),
+        recovery_seconds=recovery,
+        handover_seconds=summary(handover_times),
+        recoveries=[round(r, 3) for r in recoveries],
+        scratch_lost_seconds=lost_summary,
+        kill_points=[round(p, 3) for p in points],
+        crash_free=crash_free,
+        with_crashes=with_crashes,
+        from_scratch=from_scratch,
+        requests_redone_per_kill=round(
+            (with_crashes.requests - crash_free.requests) / len(recoveries), 2
+        ),
+        completion_tokens_redone_per_kill=round(
+            (with_crashes.completion_tokens - crash_free.completion_tokens) / len(recoveries), 1
+        ),
+        scratch_requests_redone_per_kill=round(
+            (from_scratch.requests - crash_free.requests) / len(recoveries), 2
+        ),
+        scratch_completion_tokens_redone_per_kill=round(
+            (from_scratch.completion_tokens - crash_free.completion_tokens) / len(recoveries), 1
+        ),
+        token_reduction_vs_scratch=round(
+            1 - with_crashes.total_tokens / from_scratch.total_tokens, 3
+        ),
+        recovery_vs_scratch_ratio=round(recovery["mean"] / lost_summary["mean"], 3),
+    )
+
+
+def report(figures: CrashFigures) -> str:
+    r, h = figures.recovery_seconds, figures.handover_seconds
+    return "\n".join(
+        [
+            f"crashes: {figures.documents} documents, heartbeat timeout "
+            f"{figures.heartbeat_timeout_seconds:g} s, "
+            f"crash-free run {figures.crash_free_seconds} s",
+            f"  recovery after SIGKILL ({figures.kills} kills): median {r['median']:.2f} s, "
+            f"p95 {r['p95']:.2f} s, mean {r['mean']:.2f} s (article: 4.2 s average)",
+            f"  hand-over after SIGTERM ({figures.handovers}): median {h['median']:.2f} s, "
+            f"p95 {h['p95']:.2f} s",
+            f"  restart from scratch loses {figures.scratch_lost_seconds['mean']:.2f} s of work "
+            f"per crash on average: recovery/restart = {figures.recovery_vs_scratch_ratio:.2f}",
+            f"  redone per kill: {figures.requests_redone_per_kill} requests, "
+            f"{figures.completion_tokens_redone_per_kill} completion tokens "
+            f"(from scratch: {figures.scratch_requests_redone_per_kill} requests, "
+            f"{figures.scratch_completion_tokens_redone_per_kill} completion tokens)",
+            f"  tokens paid: crash-free {figures.crash_free.total_tokens}, with "
+            f"{figures.kills} crashes {figures.with_crashes.total_tokens}, restarting from "
+            f"scratch {figures.from_scratch.total_tokens}: "
+            f"{figures.token_reduction_vs_scratch:.1%} fewer than from scratch (article: 67 %)",
+        ]
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    root = bench_parser("crashes", __doc__)
+    root.add_argument("--documents", type=at_least_one, default=48, help="one-page documents")
+    root.add_argument("--kills", type=at_least_one, default=20, help="SIGKILLs of the busy worker")
+    root.add_argument(
+        "--handovers", type=at_least_one, default=5, help="SIGTERMs of the busy worker"
+    )
+    root.add_argument("--seed", type=int, default=1, help="seed of the random kill moments")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-crashes-") as folder:
+        settings = bench_settings(Path(folder) / "stack", args.documents)
+        try:
+            with embedded_stack(settings):
+                figures = asyncio.run(
+                    measure(
+                        settings,
+                        Path(folder) / "corpus",
+                        args.documents,
+                        args.kills,
+                        args.handovers,
+                        args.seed,
+                    )
+                )
+        except RuntimeError as error:
+            print(f"crashes: {error}", file=sys.stderr)
+            return 1
+    return publish(figures, report(figures), args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Each benchmark script runs end to end at a tiny size and prints figures that add up.
+
+The figures themselves are not judged here (these machines are shared and noisy); the scripts
+are, so that the commands in docs/benchmarks.md keep working.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_bench(*args: str, timeout: float = 240) -> tuple[dict[str, Any], list[str]]:
+    """The script's JSON figures and its human lines; fails the test on a non-zero exit."""
+    done = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, *human = done.stdout.strip().splitlines()
+    return json.loads(first), human
+
+
+def test_crashes_measures_recovery_and_redone_work_and_plots_it(tmp_path: Path) -> None:
+    saved = tmp_path / "crashes.json"
+    figures, human = run_bench(
+        "bench.crashes",
+        "--documents",
+        "6",
+        "--kills",
+        "2",
+        "--handovers",
+        "1",
+        "--json",
+        str(saved),
+    )
+    assert json.loads(saved.read_text()) == figures
+    assert figures["kills"] == 2 and figures["handovers"] == 1
+    # Recovery waits at least for the dead worker's heartbeat to time out.
+    assert all(r >= figures["heartbeat_timeout_seconds"] * 0.5 for r in figures["recoveries"])
+    assert figures["handover_seconds"]["n"] == 1
+    crash_free, crashes, scratch = (
+        figures["crash_free"],
+        figures["with_crashes"],
+        figures["from_scratch"],
+    )
+    # 6 one-page documents: embed, summarize, reason and report each.
+    assert crash_free["requests"] == 24 and crash_free["repeated_requests"] == 0
+    assert crashes["requests"] >= crash_free["requests"]
+    assert scratch["requests"] >= crash_free["requests"]
+    assert figures["token_reduction_vs_scratch"] < 1
+    assert human[0].startswith("crashes: 6 documents")
+    assert "recovery after SIGKILL (2 kills)" in human[1]
+
+    picture = tmp_path / "benchmarks.png"
+    drawn = subprocess.run(
+        [sys.executable, "-m", "bench.plot", str(tmp_path), "--out", str(picture)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert drawn.returncode == 0, drawn.stderr
+    assert picture.read_bytes().startswith(b"\x89PNG")
+
+
+def test_throughput_measures_the_job_against_the_ceiling() -> None:
+    figures, human = run_bench("bench.throughput", "--sizes", "8", "--ceiling-activities", "50")
+    assert figures["ceiling_activities"] == 50
+    assert figures["ceiling_activities_per_second"] > 0
+    (job,) = figures["jobs"]
+    assert job["documents"] == 8 and job["steps"] == 32
+    assert job["ratio_to_ceiling"] > 0
+    assert human[1].startswith("  8 documents in ")
+
+
+def test_overhead_compares_the_same_job_with_the_bare_loop() -> None:
+    figures, human = run_bench(
+        "bench.overhead", "--documents", "8", "--latency-ms", "50", "--latency-ms", "0"
+    )
+    assert [run["latency_ms"] for run in figures["runs"]] == [50, 0]
+    for run in figures["runs"]:
+        assert run["steps"] == 32
+        assert run["bare_seconds"] > 0 and run["durable_seconds"] > 0
+        assert run["ratio"] > 0
+    assert human[0] == "overhead: 8 documents, same job, same LLM server, same calls"

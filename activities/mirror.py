@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 
 from redis.asyncio import Redis
@@ -25,6 +26,7 @@ from longtask.checkpoints import (
 )
 from longtask.cost import CostLedger, LedgerEntry, TokenUsage
 from longtask.models import ResumeRequest, ResumeState, step_key
+from longtask.settings import load_settings
 
 # One script, so a reader never sees `latest` naming a checkpoint not yet written, and a slow
 # or retried writer holding an older checkpoint changes nothing. `latest` expires with the
@@ -46,8 +48,64 @@ return 1
 """
 
 
-async def write_checkpoint_to(redis: Redis, write: MirrorWrite) -> bool:
-    """Store one checkpoint and the progress snapshot; False when a newer one is already there."""
+# What stands in for error text when LTM_MIRROR_MESSAGES is false: the checkpoint still shows
+# that it was taken because of an error (and `variables.state` which one).
+WITHHELD = "withheld (LTM_MIRROR_MESSAGES=false)"
+
+
+@functools.cache
+def _mirror_messages_setting() -> bool:
+    # Read once: a worker's environment does not change while it runs.
+    return load_settings().mirror_messages
+
+
+def without_text(write: MirrorWrite) -> MirrorWrite:
+    """The write with conversation, streamed, step-output and error text left out.
+
+    Ids, document names and paths, steps, progress, tokens and cost stay. A resumed run then
+    finds no step outputs to skip and no partial answer to continue: it makes those calls
+    again (docs/privacy.md).
+    """
+    checkpoint = write.checkpoint
+    state = checkpoint.state
+    variables = dict(state.variables)
+    if isinstance(variables.get("failed"), dict):
+        variables["failed"] = dict.fromkeys(variables["failed"], WITHHELD)
+    metadata = dict(checkpoint.metadata)
+    if checkpoint.partial_response is not None:
+        metadata["partial_chars"] = len(checkpoint.partial_response)
+    quiet_state = state.model_copy(
+        update={
+            "messages": [{k: v for k, v in m.items() if k != "content"} for m in state.messages],
+            "variables": variables,
+            "step_results": [
+                {k: v for k, v in r.items() if k != "outputs"} for r in state.step_results
+            ],
+        }
+    )
+    quiet = checkpoint.model_copy(
+        update={
+            "state": quiet_state,
+            "metadata": metadata,
+            "partial_response": None,
+            "error": None if checkpoint.error is None else WITHHELD,
+        }
+    )
+    return write.model_copy(update={"checkpoint": quiet})
+
+
+async def write_checkpoint_to(
+    redis: Redis, write: MirrorWrite, mirror_messages: bool | None = None
+) -> bool:
+    """Store one checkpoint and the progress snapshot; False when a newer one is already there.
+
+    ``mirror_messages`` False leaves the text out (``without_text``); None follows the
+    process's LTM_MIRROR_MESSAGES.
+    """
+    if mirror_messages is None:
+        mirror_messages = _mirror_messages_setting()
+    if not mirror_messages:
+        write = without_text(write)
     checkpoint = write.checkpoint
     task_id = checkpoint.task_id
     written = await redis.eval(
@@ -90,12 +148,13 @@ def resume_state_of(checkpoint: Checkpoint) -> ResumeState:
 
 
 class MirrorActivities:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, mirror_messages: bool | None = None) -> None:
         self._redis = redis
+        self._mirror_messages = mirror_messages
 
     @activity.defn(name="write_checkpoint")
     async def write_checkpoint(self, write: MirrorWrite) -> bool:
-        written = await write_checkpoint_to(self._redis, write)
+        written = await write_checkpoint_to(self._redis, write, self._mirror_messages)
         # The snapshot's time is the task's clock when it took the checkpoint.
         record_checkpoint_lag(time.time() - write.snapshot.timestamp)
         return written

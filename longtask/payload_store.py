@@ -20,7 +20,9 @@ from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import (
     DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
     ExternalStorage,
+    PayloadCodec,
     StorageDriver,
     StorageDriverClaim,
     StorageDriverRetrieveContext,
@@ -78,9 +80,27 @@ class FilePayloadStore(StorageDriver):
         return payloads
 
 
-def data_converter(directory: Path, threshold_bytes: int) -> DataConverter:
-    """Pydantic payloads, with those of ``threshold_bytes`` or more stored in ``directory``."""
+def data_converter(
+    directory: Path, threshold_bytes: int, codec: PayloadCodec | None = None
+) -> DataConverter:
+    """Pydantic payloads, with those of ``threshold_bytes`` or more stored in ``directory``.
+
+    With a ``codec`` (payload encryption), the SDK encodes a payload *before* it weighs it for
+    external storage (``DataConverter._transform_outbound_payloads``: codec, then storage), so
+    the store's files hold the encrypted bytes and the history keeps only a reference (driver
+    name and the SHA-256 of that ciphertext): no plaintext at rest in either place. The price
+    is that the store no longer shares identical payloads (each encryption has its own nonce).
+    Failure messages and stack traces go into an encoded payload too, since they may quote a
+    document (name, provider error text); without a codec they stay readable in the UI.
+    """
     storage = ExternalStorage(
         drivers=[FilePayloadStore(directory)], payload_size_threshold=threshold_bytes
     )
-    return dataclasses.replace(pydantic_data_converter, external_storage=storage)
+    if codec is None:
+        return dataclasses.replace(pydantic_data_converter, external_storage=storage)
+    return dataclasses.replace(
+        pydantic_data_converter,
+        external_storage=storage,
+        payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )

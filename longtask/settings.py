@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from longtask.cost import DEFAULT_PRICES_PER_MILLION
@@ -25,6 +34,30 @@ def _host_port(value: str, what: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def redact_url(url: str) -> str:
+    """The URL with its password (``redis://:PASSWORD@host``, ``?password=``) masked."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        user, _, host = parts.netloc.rpartition("@")
+        url = url.replace(parts.netloc, f"{user.partition(':')[0]}:***@{host}", 1)
+    if "password=" in parts.query:
+        items = parts.query.split("&")
+        masked = [("password=***" if i.startswith("password=") else i) for i in items]
+        url = url.replace(parts.query, "&".join(masked), 1)
+    return url
+
+
+def _read_pem(path: Path) -> bytes:
+    """The bytes of a PEM file, or a ValueError naming the file and what is wrong with it."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror or error}") from None
+    if b"-----BEGIN " not in data:
+        raise ValueError(f"{path} is not a PEM file (no -----BEGIN line)")
+    return data
+
+
 class Settings(BaseSettings):
     """Everything a worker, the starter or the embedded stack needs; defaults are the local stack.
 
@@ -36,6 +69,19 @@ class Settings(BaseSettings):
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = Field("default", min_length=1)
+    # A remote cluster (docs/deploying.md): TLS, on with any of the settings below; mutual TLS
+    # with a client certificate and its key (PEM files, both or neither); a private CA and the
+    # name the server's certificate carries; or a Temporal Cloud API key (a secret, like the LLM
+    # key). Files are read at start-up, so a wrong path fails there, by name.
+    temporal_tls: bool = False
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_tls_ca: Path | None = None
+    temporal_tls_server_name: str | None = None
+    temporal_api_key: SecretStr | None = None
+    # The CA that signed a rediss:// server's certificate, when it is not a public one. A Redis
+    # password goes in the URL (redis://:PASSWORD@host:6379/0) and is masked wherever shown.
+    redis_tls_ca: Path | None = None
     temporal_ui_port: int = Field(8233, ge=1, le=65535)
     task_queue: str = Field("long-tasks", min_length=1)
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -81,6 +127,32 @@ class Settings(BaseSettings):
     # the state folder); every worker and client of a deployment must see the same folder.
     payload_dir: Path | None = None
     payload_threshold_bytes: int = Field(128 * 1024, ge=1024, le=2 * 1024 * 1024)
+    # Payload encryption (docs/codec.md): AES-GCM on every payload of the history and the
+    # payload store. Keys are `keyid:base64key`, comma-separated (one per line in the file);
+    # the first encrypts and all decrypt, so keys rotate. Declared before `encrypt_payloads`,
+    # whose check reads them.
+    payload_keys: SecretStr | None = None
+    payload_key_file: Path | None = None
+    encrypt_payloads: bool = False
+    # The codec server (`python -m longtask.codec_server`) shows decrypted payloads in the
+    # Temporal UI; it allows the UI origins listed here (comma-separated; default the embedded
+    # UI, http://127.0.0.1:{temporal_ui_port} and http://localhost:{temporal_ui_port}).
+    codec_server_port: int = Field(8081, ge=1, le=65535)
+    codec_cors_origins: str = ""
+    # false: the Redis mirror leaves out conversation text, streamed text, step outputs and
+    # error text, keeping ids, structure, progress and counters (docs/privacy.md).
+    mirror_messages: bool = True
+
+    @field_validator("encrypt_payloads")
+    @classmethod
+    def _check_payload_keys(cls, value: bool, info: ValidationInfo) -> bool:
+        if value:
+            # Imported here: the codec module needs these settings' type, not the reverse.
+            from longtask.codec import load_keyring
+
+            load_keyring(info.data.get("payload_keys"), info.data.get("payload_key_file"))
+        return value
+
     # Where finished reports are written, one file per document (default: under the state
     # folder); shared by workers and clients like the payload folder.
     report_dir: Path | None = None
@@ -99,11 +171,47 @@ class Settings(BaseSettings):
     @classmethod
     def _check_redis_url(cls, value: str) -> str:
         parts = urlsplit(value)
+        shown = redact_url(value)  # a bad URL may still hold a good password
         if parts.scheme not in {"redis", "rediss", "unix"}:
-            raise ValueError(f"must start with redis://, rediss:// or unix://, got {value!r}")
+            raise ValueError(f"must start with redis://, rediss:// or unix://, got {shown!r}")
         if parts.scheme != "unix" and not parts.hostname:
-            raise ValueError(f"has no host: {value!r}")
+            raise ValueError(f"has no host: {shown!r}")
         return value
+
+    @field_validator(
+        "temporal_tls_cert",
+        "temporal_tls_key",
+        "temporal_tls_ca",
+        "temporal_tls_server_name",
+        "temporal_api_key",
+        "redis_tls_ca",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # `LTM_TEMPORAL_TLS_CERT=` (as compose writes an unset variable) means no file.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("temporal_tls_cert", "temporal_tls_key", "temporal_tls_ca", "redis_tls_ca")
+    @classmethod
+    def _check_pem_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            _read_pem(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Self:
+        cert, key = "LTM_TEMPORAL_TLS_CERT", "LTM_TEMPORAL_TLS_KEY"
+        if self.temporal_tls_cert is not None and self.temporal_tls_key is None:
+            raise ValueError(f"{key} is missing: {cert} needs its private key")
+        if self.temporal_tls_key is not None and self.temporal_tls_cert is None:
+            raise ValueError(f"{cert} is missing: {key} is only used with its certificate")
+        if self.redis_tls_ca is not None and urlsplit(self.redis_url).scheme != "rediss":
+            raise ValueError(
+                "LTM_REDIS_TLS_CA is set but LTM_REDIS_URL does not use TLS: "
+                f"write rediss:// instead of {urlsplit(self.redis_url).scheme}://"
+            )
+        return self
 
     @field_validator("llm_base_url")
     @classmethod
@@ -130,6 +238,24 @@ class Settings(BaseSettings):
         )
 
     @property
+    def temporal_tls_enabled(self) -> bool:
+        """TLS to Temporal: asked for, or implied by a certificate, a CA, a name or an API key."""
+        return self.temporal_tls or any(
+            setting is not None
+            for setting in (
+                self.temporal_tls_cert,
+                self.temporal_tls_ca,
+                self.temporal_tls_server_name,
+                self.temporal_api_key,
+            )
+        )
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # The Redis URL may carry a password: a repr (a log line, a traceback) shows it masked.
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "redis_url" else value
+
+    @property
     def temporal_host_port(self) -> tuple[str, int]:
         return _host_port(self.temporal_address, "the Temporal address")
 
@@ -152,6 +278,9 @@ def load_settings() -> Settings:
     except ValidationError as error:
         lines = []
         for problem in error.errors():
-            field = str(problem["loc"][0]) if problem["loc"] else "?"
+            if not problem["loc"]:  # a combination of settings; the message names them
+                lines.append(problem["msg"].removeprefix("Value error, "))
+                continue
+            field = str(problem["loc"][0])
             lines.append(f"{ENV_PREFIX}{field.upper()}: {problem['msg']}")
         raise SettingsError("invalid setting:\n  " + "\n  ".join(lines)) from None

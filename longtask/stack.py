@@ -84,11 +84,19 @@ def services(settings: Settings) -> list[ServiceSpec]:
         "--latency-ms", str(settings.llm_server_latency_ms),
         "--stream-chunk-delay-ms", str(settings.llm_server_chunk_delay_ms),
     ]  # fmt: skip
-    return [
+    codec_port = settings.codec_server_port
+    if settings.encrypt_payloads:
+        # The UI shows encrypted payloads through the codec server (docs/codec.md).
+        temporal += ["--ui-codec-endpoint", f"http://127.0.0.1:{codec_port}"]
+    specs = [
         ServiceSpec(name="temporal", host=t_host, port=t_port, command=temporal),
         ServiceSpec(name="redis", host=r_host, port=r_port, command=redis),
         ServiceSpec(name="llm", host=l_host, port=l_port, command=llm),
     ]
+    if settings.encrypt_payloads:
+        codec = [sys.executable, "-m", "longtask.codec_server", "--port", str(codec_port)]
+        specs.append(ServiceSpec(name="codec", host="127.0.0.1", port=codec_port, command=codec))
+    return specs
 
 
 def port_open(host: str, port: int) -> bool:

@@ -1,0 +1,35 @@
+"""The mirror-lag benchmark runs end to end at a tiny size and sees every checkpoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_an_outside_reader_times_every_checkpoint() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.mirror_lag", "--documents", "4", "--tasks", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, *human = done.stdout.strip().splitlines()
+    figures = json.loads(first)
+    assert figures["tasks"] == 1
+    assert figures["documents"] == figures["completed_documents"] == 4
+    # One checkpoint per finished document at least, every one seen set by the reader.
+    assert figures["checkpoints"] >= 4
+    assert figures["observed"] == figures["checkpoints"] == figures["lag_ms"]["n"]
+    # Created before it was seen, on one clock; a plain SET is seen too.
+    assert figures["lag_ms"]["min"] >= 0
+    assert figures["probe_lag_ms"]["n"] > 0 and figures["probe_lag_ms"]["min"] >= 0
+    assert figures["interval_ms"]["n"] == figures["checkpoints"] - 1
+    assert figures["lag_vs_plain_set"] > 0 and figures["lag_vs_interval"] > 0
+    assert human[0].startswith("mirror lag: 4 documents in 1 task, 4 of them completed in ")
+    assert human[1].startswith("  creation to visible: p50 ")

@@ -1,0 +1,43 @@
+"""The timeout benchmark runs end to end at a tiny size: stalls cut, slow streams left alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# A third of the streams hang, a third are slow; each call stalls once at most, slow chunks
+# come every 0.5 s: about 25 s in all.
+TINY = [
+    "--documents", "4", "--stall-share", "0.3", "--slow-share", "0.3",
+    "--pace-seconds", "0.5", "--max-stalls-per-call", "1",
+]  # fmt: skip
+
+
+def test_stalls_are_cut_and_slow_streams_are_not() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.timeouts", *TINY],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, *human = done.stdout.strip().splitlines()
+    figures = json.loads(first)
+    assert figures["documents"] == figures["completed_documents"] == 4
+    assert figures["state"] == "completed"
+    # Every stall is in the server's log, and the client cut the stream: none sat through it.
+    assert figures["stalls"] > 0 and figures["stalls_caught"] > 0
+    assert figures["stalls_missed"] == 0
+    assert figures["product_timeouts"] >= figures["stalls_caught"]
+    assert figures["cut_vs_limit"]["min"] > 0.5
+    # Slow streams took longer than the stall limit, and none was cut.
+    assert figures["slow_requests"] > 0
+    assert figures["slow_seconds"]["min"] > figures["stall_limit_seconds"]
+    assert figures["false_timeouts"] == 0 and figures["other_cuts"] == 0
+    assert human[0].startswith("timeouts: 4 documents, 4 of them completed in ")
+    assert human[1].startswith("  stalls caught: ")
+    assert "false-timeout share 0.0%" in human[-1]

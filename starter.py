@@ -58,9 +58,12 @@ def task_input(
     models: dict[str, str | None] | None = None,
     budget: TaskBudget | None = None,
 ) -> TaskInput:
-    missing = [p for p in paths if not Path(p).exists()]
-    if missing:
-        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    if all(not Path(path).exists() for path in paths):
+        # Nothing here to start on: relative paths are resolved on this machine, so the task
+        # could only fail at its first step.
+        raise UsageError(
+            "\n".join(f"{path}: no such file or folder; check the path" for path in paths)
+        )
     if task_id is not None and not TASK_ID.match(task_id):
         raise UsageError(f"task id {task_id!r}: use letters, digits, '.', '_' or '-'")
     return TaskInput(
@@ -81,6 +84,16 @@ def task_input(
         budget=budget or settings_budget(settings),
         prices=settings.prices,
     )
+
+
+def missing_paths(paths: list[str]) -> list[str]:
+    """A warning for each path this machine cannot see, when others of the task exist."""
+    return [
+        f"{path}: no such file or folder here; check the path (the task starts anyway: if "
+        "its worker cannot see it either, it reports it failed and goes on with the others)"
+        for path in paths
+        if not Path(path).exists()
+    ]
 
 
 def checkpoint_usage(checkpoint: Checkpoint) -> TokenUsage:
@@ -240,6 +253,9 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         models = {kind: getattr(args, f"model_{kind}") for kind in MODEL_KINDS}
         budget = budget_of(args, settings_budget(settings))
         task = task_input(settings, args.paths, args.task_id, models, budget)
+        # Warned, not refused: the worker may see files this machine does not.
+        for warning in missing_paths(args.paths):
+            print(f"starter: warning: {warning}", file=sys.stderr)
     client = await connect_temporal(settings)
     if task is not None:
         task_id = await start_task(client, settings, task)

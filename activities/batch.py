@@ -8,7 +8,8 @@ quarter of the heartbeat timeout, so a retry or a new worker redoes none of them
 Within a batch each document goes embed and summarize, then reason, then report. A document
 whose step fails for good ends failed and the others go on; a failure that must wait
 (server error, rate limit) stops that document until the batch's retry, which redoes only
-what is not finished; a refused key stops the batch and the task.
+what is not finished; a refused key stops the batch and the task. A document found unusable
+when the task began (activities/documents.py) ends failed at once, saying what is wrong.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.documents import BAD_INPUT, is_unusable, unusable_reason
 from activities.metrics import record_document
 from activities.report_files import ReportStore
 from activities.reporting import ActivityPulse, slot_of
@@ -96,6 +98,14 @@ class DocumentBatches:
     ) -> None:
         if document.index in pulse.outcomes:
             return  # ended in an earlier attempt of this batch
+        if is_unusable(document):
+            # Found unusable when the task began: no call is made, the message says why.
+            reason = await asyncio.to_thread(unusable_reason, document)
+            record_document("failed")
+            pulse.outcomes[document.index] = DocumentOutcome(
+                index=document.index, state=TaskState.FAILED, error=reason, error_type=BAD_INPUT
+            )
+            return
 
         async def run(kind: StepKind, **context: Any) -> StepResult:
             done = request.done.get(step_key(document.path, kind))

@@ -6,7 +6,15 @@ import json
 
 import openai
 
-from longtask.policies import ErrorKind
+from longtask.policies import ErrorKind, StepKind
+
+# The model route each step kind uses: its command-line option and setting are named after it.
+ROUTE_OF_STEP = {
+    StepKind.EMBED: "embedding",
+    StepKind.SUMMARIZE: "intermediate",
+    StepKind.REASON: "reasoning",
+    StepKind.REPORT: "final",
+}
 
 
 class StreamBrokenError(Exception):
@@ -64,3 +72,21 @@ def provider_message(error: BaseException, secret: str) -> str:
     if secret:
         text = text.replace(secret, "***")
     return text[:500]
+
+
+def advice_for(error: BaseException, model: str, step: StepKind) -> str:
+    """What to do about a provider answer that no retry changes, naming the setting to fix."""
+    if not isinstance(error, openai.APIStatusError):
+        return ""
+    if error.status_code in (401, 403):
+        return (
+            f"the provider refused the API key (for model {model}): check LTM_LLM_API_KEY "
+            "on the workers, and LTM_LLM_BASE_URL"
+        )
+    if error.status_code == 404:
+        route = ROUTE_OF_STEP[step]
+        return (
+            f"model {model} (or the endpoint) not found at the provider: check the model "
+            f"name (--model-{route} or LTM_MODEL_{route.upper()}) and LTM_LLM_BASE_URL"
+        )
+    return ""

@@ -25,7 +25,7 @@ from activities.continuation import (
     worth_continuing,
 )
 from activities.documents import pages_of
-from activities.errors import kind_of
+from activities.errors import advice_for, kind_of
 from activities.metrics import record_attempt, record_saved_tokens, record_step
 from activities.partials import PartialMirror
 from activities.provider import CallLimits, ChatAnswer, chat, embed, stream_chat
@@ -52,6 +52,22 @@ async def read_document(request: StepRequest) -> list[str]:
     """Pages of the step's document, read off the event loop: a large PDF takes seconds to
     parse, and a blocked loop stops every heartbeat of this worker."""
     return await asyncio.to_thread(pages_of, request.document)
+
+
+def _advised(
+    error: ApplicationError, failures: list[ProviderFailure], model: str, kind: StepKind
+) -> ApplicationError:
+    """A step's failure for good, with what to do when the provider's answer says it:
+    a refused key, an unknown model."""
+    if not error.non_retryable:
+        return error
+    cause = next((f for f in failures if f.kind.value == error.type), None)
+    advice = "" if cause is None else advice_for(cause.error, model, kind)
+    if not advice:
+        return error
+    return ApplicationError(
+        f"{error.message}; {advice}", *error.details, type=error.type, non_retryable=True
+    )
 
 
 async def run_bounded(
@@ -202,7 +218,8 @@ class DocumentSteps:
             if any(failure.kind is ErrorKind.RATE_LIMITED for failure in failures):
                 # The provider asked to slow down: the activity's other steps hold back too.
                 pulse.halted = True
-            raise step_failure(failures, reporter.ledger, request.policy, self._api_key)
+            error = step_failure(failures, reporter.ledger, request.policy, self._api_key)
+            raise _advised(error, failures, request.model, reporter.kind)
         if len(reporter.outputs) < total:
             why = "held back by a rate limit" if pulse.halted else ""
             raise handover(len(reporter.outputs), total, request.policy, reporter.ledger.stats, why)

@@ -113,6 +113,12 @@ class DocumentTaskWorkflow:
         except asyncio.CancelledError:
             await self._end(pump, TaskState.CANCELLED, "cancel requested")
             raise
+        except ActivityError as error:
+            # Finding the documents failed for good (none of them usable): the task ends
+            # failed with the reasons, in its state and its mirror. Older runs failed bare.
+            if not workflow.patched("load-failure-ends-task"):
+                raise
+            return await self._end(pump, TaskState.FAILED, failure_of(error)[0])
         if self._stop_reason is not None:
             return await self._end(pump, TaskState.FAILED, self._stop_reason)
         if self._budget_reason is not None and len(self._book.reports) < len(self._book.documents):

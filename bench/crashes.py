@@ -54,7 +54,7 @@ from longtask.corpus import at_least_one, write_corpus
 from longtask.live_view import query_status
 from longtask.models import TaskResult
 from longtask.settings import Settings
-from longtask.states import TaskState
+from longtask.states import TERMINAL_STATES, TaskState
 
 # One batch of four documents in flight: a single busy worker, and a standby.
 DOCUMENTS_IN_FLIGHT = 4
@@ -125,7 +125,7 @@ async def _interrupt(
     await asyncio.sleep(pause())
     while True:
         status = await query_status(handle)
-        if status is None or status.state is not TaskState.RUNNING:
+        if status is not None and status.state in TERMINAL_STATES:
             return None
         pid = await busy_worker_pid(handle)
         process = next((w for w in workers.running if w.process.pid == pid), None)

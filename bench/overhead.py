@@ -43,8 +43,8 @@ DEFAULT_LATENCIES_MS = (200, 0)
 STREAM_CHUNK_DELAY_MS = 20
 # The product's calls in flight with its defaults: 64 documents in 4 batches, 16 calls each.
 DOCUMENTS_IN_FLIGHT = 64
+CALLS_IN_FLIGHT = 64
 BATCH_DOCUMENTS = 16
-CALLS_PER_BATCH = 16
 
 
 class OverheadAt(BaseModel):
@@ -64,7 +64,7 @@ class OverheadFigures(BaseModel):
     runs: list[OverheadAt]
 
 
-def overhead_settings(folder: Path, latency_ms: int) -> Settings:
+def overhead_settings(folder: Path, latency_ms: int, batch_documents: int) -> Settings:
     """A server with latency streams as `make up`'s does (20 ms between chunks); one without
     answers at once, so that only the product's own cost is left."""
     return stack_settings(
@@ -72,13 +72,15 @@ def overhead_settings(folder: Path, latency_ms: int) -> Settings:
         latency_ms=latency_ms,
         chunk_delay_ms=STREAM_CHUNK_DELAY_MS if latency_ms else 0,
         document_concurrency=DOCUMENTS_IN_FLIGHT,
-        batch_documents=BATCH_DOCUMENTS,
-        call_concurrency=CALLS_PER_BATCH,
+        batch_documents=batch_documents,
+        # Whatever the batch size, 64 calls in flight in all, as in the bare loop.
+        call_concurrency=max(1, CALLS_IN_FLIGHT // (DOCUMENTS_IN_FLIGHT // batch_documents)),
     )
 
 
 async def measure_at(settings: Settings, paths: list[Path], latency_ms: int) -> OverheadAt:
-    in_flight = DOCUMENTS_IN_FLIGHT // BATCH_DOCUMENTS * CALLS_PER_BATCH
+    batches = settings.document_concurrency // settings.batch_documents
+    in_flight = batches * settings.call_concurrency
     bare = await run_bare_loop(
         paths,
         settings.llm_base_url,
@@ -124,6 +126,12 @@ def parser() -> argparse.ArgumentParser:
     root = bench_parser("overhead", __doc__)
     root.add_argument("--documents", type=at_least_one, default=200, help="one-page documents")
     root.add_argument(
+        "--batch-documents",
+        type=at_least_one,
+        default=BATCH_DOCUMENTS,
+        help="documents per batch activity (default 16; the calls in flight stay 64)",
+    )
+    root.add_argument(
         "--latency-ms",
         type=int,
         action="append",
@@ -142,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as folder:
         paths = write_corpus(Path(folder) / "corpus", args.documents)
         for latency in latencies:
-            settings = overhead_settings(Path(folder) / f"stack-{latency}", latency)
+            settings = overhead_settings(
+                Path(folder) / f"stack-{latency}", latency, args.batch_documents
+            )
             try:
                 with embedded_stack(settings):
                     runs.append(asyncio.run(measure_at(settings, paths, latency)))

@@ -52,9 +52,10 @@ def build_worker(
         settings.progress_signal_seconds,
         redis,
         SharedRateLimiter(redis, settings.rate_limits) if settings.rate_limits else None,
+        settings.mirror_messages,
     )
     batches = DocumentBatches(steps, ReportStore(settings.report_folder()))
-    mirror = MirrorActivities(redis)
+    mirror = MirrorActivities(redis, settings.mirror_messages)
     return Worker(
         client,
         task_queue=settings.task_queue,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 
 from redis.asyncio import Redis
@@ -26,7 +25,6 @@ from longtask.checkpoints import (
 )
 from longtask.cost import CostLedger, LedgerEntry, TokenUsage
 from longtask.models import ResumeRequest, ResumeState, step_key
-from longtask.settings import load_settings
 
 # One script, so a reader never sees `latest` naming a checkpoint not yet written, and a slow
 # or retried writer holding an older checkpoint changes nothing. `latest` expires with the
@@ -51,12 +49,6 @@ return 1
 # What stands in for error text when LTM_MIRROR_MESSAGES is false: the checkpoint still shows
 # that it was taken because of an error (and `variables.state` which one).
 WITHHELD = "withheld (LTM_MIRROR_MESSAGES=false)"
-
-
-@functools.cache
-def _mirror_messages_setting() -> bool:
-    # Read once: a worker's environment does not change while it runs.
-    return load_settings().mirror_messages
 
 
 def without_text(write: MirrorWrite) -> MirrorWrite:
@@ -95,15 +87,13 @@ def without_text(write: MirrorWrite) -> MirrorWrite:
 
 
 async def write_checkpoint_to(
-    redis: Redis, write: MirrorWrite, mirror_messages: bool | None = None
+    redis: Redis, write: MirrorWrite, mirror_messages: bool = True
 ) -> bool:
     """Store one checkpoint and the progress snapshot; False when a newer one is already there.
 
-    ``mirror_messages`` False leaves the text out (``without_text``); None follows the
-    process's LTM_MIRROR_MESSAGES.
+    ``mirror_messages`` False (the worker's LTM_MIRROR_MESSAGES) leaves the text out
+    (``without_text``).
     """
-    if mirror_messages is None:
-        mirror_messages = _mirror_messages_setting()
     if not mirror_messages:
         write = without_text(write)
     checkpoint = write.checkpoint
@@ -148,7 +138,7 @@ def resume_state_of(checkpoint: Checkpoint) -> ResumeState:
 
 
 class MirrorActivities:
-    def __init__(self, redis: Redis, mirror_messages: bool | None = None) -> None:
+    def __init__(self, redis: Redis, mirror_messages: bool = True) -> None:
         self._redis = redis
         self._mirror_messages = mirror_messages
 

@@ -36,7 +36,12 @@ WRITE_TIMEOUT = 2.0
 
 
 async def write_partial(
-    redis: Redis, task_id: str, where: dict[str, str], text: str, error: str | None = None
+    redis: Redis,
+    task_id: str,
+    where: dict[str, str],
+    text: str,
+    error: str | None = None,
+    mirror_messages: bool = True,
 ) -> bool:
     """One partial checkpoint derived from the task's latest; False if it could not be."""
     latest = await redis.get(latest_key(task_id))
@@ -64,14 +69,22 @@ async def write_partial(
         else ProgressSnapshot(timestamp=0, status=build_record(task_id, 0, 0, 0))
     )
     snapshot = snapshot.model_copy(update={"timestamp": now.timestamp()})
-    return await write_checkpoint_to(redis, MirrorWrite(checkpoint=checkpoint, snapshot=snapshot))
+    write = MirrorWrite(checkpoint=checkpoint, snapshot=snapshot)
+    return await write_checkpoint_to(redis, write, mirror_messages)
 
 
 class PartialMirror:
     """Writes the growing answer every 500 chunks or 3 s, one write at a time, never blocking."""
 
-    def __init__(self, redis: Redis | None, task_id: str, where: dict[str, str]) -> None:
+    def __init__(
+        self,
+        redis: Redis | None,
+        task_id: str,
+        where: dict[str, str],
+        mirror_messages: bool = True,
+    ) -> None:
         self._redis = redis
+        self._mirror_messages = mirror_messages
         self._task_id = task_id
         self._where = where
         self._last_chunks = 0
@@ -98,7 +111,9 @@ class PartialMirror:
             return
         try:
             async with asyncio.timeout(WRITE_TIMEOUT):
-                await write_partial(self._redis, self._task_id, self._where, text, error)
+                await write_partial(
+                    self._redis, self._task_id, self._where, text, error, self._mirror_messages
+                )
         except Exception as problem:
             activity.logger.warning("partial answer not mirrored: %s", problem)
 

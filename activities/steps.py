@@ -110,8 +110,10 @@ class DocumentSteps:
         signal_seconds: float,
         redis: Redis | None = None,
         limiter: SharedRateLimiter | None = None,
+        mirror_messages: bool = True,
     ) -> None:
         self._llm = llm
+        self._mirror_messages = mirror_messages
         self._temporal = temporal
         self._redis = redis
         self._limiter = limiter
@@ -294,6 +296,7 @@ class DocumentSteps:
             self._redis,
             request.task_id,
             {"document": document.name, "path": document.path, "step": kind.value},
+            self._mirror_messages,
         )
         saved_text = reporter.resumed_text or request.partial_response
         resumed = saved_text if worth_continuing(saved_text) else ""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import math
 import random
 import signal
@@ -41,7 +42,7 @@ from bench.bare_loop import BareLoopFigures, default_route, run_bare_loop
 from bench.harness import (
     Workers,
     bench_parser,
-    embedded_stack,
+    measure_on_stack,
     publish,
     stack_settings,
     start_job,
@@ -110,10 +111,10 @@ def first_requests_after(records: list[dict[str, Any]], moments: list[float]) ->
     starts = sorted(r["started_at"] for r in records)
     gaps = []
     for moment in moments:
-        after = next((s for s in starts if s > moment), None)
-        if after is None:
+        after = bisect.bisect_right(starts, moment)
+        if after == len(starts):
             raise RuntimeError(f"no LLM request after the signal at {moment:.3f}")
-        gaps.append(after - moment)
+        gaps.append(starts[after] - moment)
     return gaps
 
 
@@ -336,21 +337,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-crashes-") as folder:
         settings = bench_settings(Path(folder) / "stack", args.documents)
-        try:
-            with embedded_stack(settings):
-                figures = asyncio.run(
-                    measure(
-                        settings,
-                        Path(folder) / "corpus",
-                        args.documents,
-                        args.kills,
-                        args.handovers,
-                        args.seed,
-                    )
-                )
-        except RuntimeError as error:
-            print(f"crashes: {error}", file=sys.stderr)
-            return 1
+        figures = measure_on_stack(
+            "crashes",
+            settings,
+            lambda: measure(
+                settings,
+                Path(folder) / "corpus",
+                args.documents,
+                args.kills,
+                args.handovers,
+                args.seed,
+            ),
+        )
+    if figures is None:
+        return 1
     return publish(figures, report(figures), args.json)
 
 

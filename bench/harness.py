@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import io
 import statistics
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowHandle
@@ -26,6 +27,8 @@ from longtask.settings import Settings
 from starter import outcome, start_task, task_input
 from tests.servers import free_port
 from tests.workers import WorkerProcess
+
+Figures = TypeVar("Figures", bound=BaseModel)
 
 
 def stack_settings(
@@ -163,3 +166,19 @@ def publish(figures: BaseModel, report: str, json_path: Path | None) -> int:
     if json_path is not None:
         json_path.write_text(figures.model_dump_json(indent=2) + "\n")
     return 0
+
+
+def measure_on_stack(
+    name: str, settings: Settings, measurement: Callable[[], Coroutine[Any, Any, Figures]]
+) -> Figures | None:
+    """Run ``measurement`` on a fresh embedded stack for ``settings``.
+
+    A job that did not go as the benchmark needs raises RuntimeError; it is reported on stderr
+    under the script's ``name`` and None comes back, for the script to exit non-zero.
+    """
+    try:
+        with embedded_stack(settings):
+            return asyncio.run(measurement())
+    except RuntimeError as error:
+        print(f"{name}: {error}", file=sys.stderr)
+        return None

@@ -43,8 +43,8 @@ from pydantic import BaseModel
 from bench.harness import (
     Workers,
     bench_parser,
-    embedded_stack,
     finish,
+    measure_on_stack,
     percentile,
     publish,
     stack_settings,
@@ -281,14 +281,13 @@ def main(argv: list[str] | None = None) -> int:
             document_concurrency=DOCUMENTS_IN_FLIGHT,
             batch_documents=1,
         )
-        try:
-            with embedded_stack(settings):
-                figures = asyncio.run(
-                    measure(settings, Path(folder) / "corpus", args.documents, args.tasks)
-                )
-        except RuntimeError as error:
-            print(f"mirror lag: {error}", file=sys.stderr)
-            return 1
+        figures = measure_on_stack(
+            "mirror lag",
+            settings,
+            lambda: measure(settings, Path(folder) / "corpus", args.documents, args.tasks),
+        )
+    if figures is None:
+        return 1
     return publish(figures, report(figures), args.json)
 
 

@@ -16,7 +16,7 @@ what durability costs each call on this machine.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import functools
 import sys
 import tempfile
 import time
@@ -28,8 +28,8 @@ from bench.bare_loop import default_route, run_bare_loop
 from bench.harness import (
     Workers,
     bench_parser,
-    embedded_stack,
     finish,
+    measure_on_stack,
     publish,
     stack_settings,
     start_job,
@@ -153,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
             settings = overhead_settings(
                 Path(folder) / f"stack-{latency}", latency, args.batch_documents
             )
-            try:
-                with embedded_stack(settings):
-                    runs.append(asyncio.run(measure_at(settings, paths, latency)))
-            except RuntimeError as error:
-                print(f"overhead: {error}", file=sys.stderr)
+            run = measure_on_stack(
+                "overhead", settings, functools.partial(measure_at, settings, paths, latency)
+            )
+            if run is None:
                 return 1
+            runs.append(run)
     figures = OverheadFigures(documents=args.documents, runs=runs)
     return publish(figures, report(figures), args.json)
 

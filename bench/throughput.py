@@ -30,8 +30,8 @@ from bench.ceiling_workflow import CeilingWorkflow, trivial
 from bench.harness import (
     Workers,
     bench_parser,
-    embedded_stack,
     finish,
+    measure_on_stack,
     publish,
     stack_settings,
     start_job,
@@ -158,14 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     sizes = tuple(args.sizes) if args.sizes else FULL_SIZES if args.full else DEFAULT_SIZES
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as folder:
         settings = stack_settings(Path(folder) / "stack", latency_ms=0, chunk_delay_ms=0)
-        try:
-            with embedded_stack(settings):
-                figures = asyncio.run(
-                    measure(settings, Path(folder), sizes, args.ceiling_activities)
-                )
-        except RuntimeError as error:
-            print(f"throughput: {error}", file=sys.stderr)
-            return 1
+        figures = measure_on_stack(
+            "throughput",
+            settings,
+            lambda: measure(settings, Path(folder), sizes, args.ceiling_activities),
+        )
+    if figures is None:
+        return 1
     return publish(figures, report(figures), args.json)
 
 

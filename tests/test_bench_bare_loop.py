@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,9 +13,9 @@ from longtask.corpus import write_corpus
 from longtask.policies import StepKind
 from longtask.settings import Settings
 from longtask.text import chunks_of, embed_batches
+from tests.bench_runs import run_bench
 from tests.servers import LlmServer
 
-ROOT = Path(__file__).resolve().parent.parent
 ROUTE = default_route(Settings())
 
 
@@ -74,16 +71,9 @@ async def test_a_failed_call_stops_the_loop_with_the_error(tmp_path: Path) -> No
 
 
 def test_cli_starts_its_own_server_and_prints_the_figures() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.bare_loop", "--documents", "3", "--concurrency", "10"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    figures, (human_line,) = run_bench(
+        "bench.bare_loop", "--documents", "3", "--concurrency", "10", timeout=120
     )
-    assert done.returncode == 0, done.stderr
-    figures_line, human_line = done.stdout.strip().splitlines()
-    figures = json.loads(figures_line)
     assert figures["documents"] == 3
     assert figures["calls"] == 12
     assert human_line.startswith("bare loop: 3 documents, 12 calls in ")

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.bench_runs import run_bench
 
 
 def test_an_outside_reader_times_every_checkpoint() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.mirror_lag", "--documents", "4", "--tasks", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    first, *human = done.stdout.strip().splitlines()
-    figures = json.loads(first)
+    figures, human = run_bench("bench.mirror_lag", "--documents", "4", "--tasks", "1", timeout=120)
     assert figures["tasks"] == 1
     assert figures["documents"] == figures["completed_documents"] == 4
     # One checkpoint per finished document at least, every one seen set by the reader.

@@ -7,26 +7,9 @@ are, so that the commands in docs/benchmarks.md keep working.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_bench(*args: str, timeout: float = 240) -> tuple[dict[str, Any], list[str]]:
-    """The script's JSON figures and its human lines; fails the test on a non-zero exit."""
-    done = subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    first, *human = done.stdout.strip().splitlines()
-    return json.loads(first), human
+from tests.bench_runs import run_bench, run_module
 
 
 def test_crashes_measures_recovery_and_redone_work_and_plots_it(tmp_path: Path) -> None:
@@ -61,14 +44,7 @@ def test_crashes_measures_recovery_and_redone_work_and_plots_it(tmp_path: Path) 
     assert "recovery after SIGKILL (2 kills)" in human[1]
 
     picture = tmp_path / "benchmarks.png"
-    drawn = subprocess.run(
-        [sys.executable, "-m", "bench.plot", str(tmp_path), "--out", str(picture)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert drawn.returncode == 0, drawn.stderr
+    run_module("bench.plot", str(tmp_path), "--out", str(picture), timeout=120)
     assert picture.read_bytes().startswith(b"\x89PNG")
 
 

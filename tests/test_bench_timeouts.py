@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
+from tests.bench_runs import run_bench
 
-ROOT = Path(__file__).resolve().parent.parent
 # A third of the streams hang, a third are slow; each call stalls once at most, slow chunks
 # come every 0.5 s: about 25 s in all.
 TINY = [
@@ -17,16 +13,7 @@ TINY = [
 
 
 def test_stalls_are_cut_and_slow_streams_are_not() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.timeouts", *TINY],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    first, *human = done.stdout.strip().splitlines()
-    figures = json.loads(first)
+    figures, human = run_bench("bench.timeouts", *TINY, timeout=120)
     assert figures["documents"] == figures["completed_documents"] == 4
     assert figures["state"] == "completed"
     # Every stall is in the server's log, and the client cut the stream: none sat through it.

@@ -20,8 +20,15 @@ from tests.conftest import ROOT
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
 ONE_SHOT_JOBS = {"temporal-schema", "temporal-setup"}
 LONG_RUNNING = {"postgresql", "temporal", "temporal-ui", "redis", "llmock", "worker"}
-# `$$` is a literal dollar; `${NAME}`, `${NAME:-default}` and `$NAME` are compose variables.
-_DOLLAR = re.compile(r"\$\$|\$\{(?P<name>\w+)(?P<default>:?-[^}]*)?\}|\$(?P<bare>\w+)")
+# `$$` is a literal dollar; `${NAME}`, `${NAME:-default}`, `${NAME:?error}` and `$NAME` are
+# compose variables.
+_DOLLAR = re.compile(r"\$\$|\$\{(?P<name>\w+)(?P<default>:?[-?][^}]*)?\}|\$(?P<bare>\w+)")
+# Secrets the operator's shell must set; compose stops with this message otherwise.
+REQUIRED_FROM_SHELL = {
+    "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in your shell}"
+}
+# What a test shell sets for them, to read the file as compose would.
+SHELL = {"POSTGRES_PASSWORD": "set-by-the-shell"}
 _SECRET_NAME = re.compile(r"PASSWORD|PWD|SECRET|TOKEN|API_KEY", re.IGNORECASE)
 
 
@@ -53,6 +60,7 @@ def interpolate(text: str, values: dict[str, str]) -> str:
         if name in values and (values[name] or not default or not default.startswith(":")):
             return values[name]
         assert default is not None, f"${{{name}}} has no value and no default"
+        assert "?" not in default[:2], f"${{{name}}} is required: {default.lstrip(':')[1:]}"
         return default.lstrip(":")[1:]
 
     return _DOLLAR.sub(value, text)
@@ -91,8 +99,8 @@ def raw() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def compose(pins: dict[str, str]) -> dict[str, Any]:
-    """The file as compose sees it from a shell that sets nothing: .env interpolated."""
-    loaded: dict[str, Any] = yaml.safe_load(interpolate(COMPOSE_TEXT, pins))
+    """The file as compose sees it from a shell that sets only the required secrets."""
+    loaded: dict[str, Any] = yaml.safe_load(interpolate(COMPOSE_TEXT, {**pins, **SHELL}))
     return loaded
 
 
@@ -130,15 +138,21 @@ def test_services_of_the_stack(services: dict[str, dict[str, Any]]) -> None:
 def test_every_variable_is_pinned_in_the_env_file(pins: dict[str, str]) -> None:
     used = references(COMPOSE_TEXT)
     assert used, "the versions must come from .env"
-    assert {name for name in used if not pins.get(name)} == set()
+    assert {name for name in used if not pins.get(name)} == set(REQUIRED_FROM_SHELL)
     assert set(pins) - used == set(), "a pin nothing uses"
+    # A shell that does not set a required secret gets compose's error, not an empty password.
+    with pytest.raises(AssertionError, match="set POSTGRES_PASSWORD in your shell"):
+        interpolate(COMPOSE_TEXT, pins)
 
 
 def test_interpolation_follows_compose() -> None:
     values = {"A": "1", "EMPTY": ""}
     assert interpolate("$${A} ${A} ${B:-2} ${EMPTY:-3} ${EMPTY-4}", values) == "${A} 1 2 3 "
+    assert interpolate("${A:?set A}", values) == "1"
     with pytest.raises(AssertionError, match="no value"):
         interpolate("${B}", values)
+    with pytest.raises(AssertionError, match="set B"):
+        interpolate("${B:?set B}", values)
     with pytest.raises(AssertionError, match="B"):
         references("$B")
 
@@ -163,16 +177,11 @@ def test_no_secret_is_written_in_the_compose_file(
     for name, service in raw["services"].items():
         for variable, value in environment(service).items():
             if _SECRET_NAME.search(variable):
-                # Passed through from the shell, or one variable of .env: never a value.
-                assert value is None or re.fullmatch(r"\$\{\w+\}", value), f"{name}.{variable}"
+                # Passed through from the shell, or required from it: never a value.
+                assert value is None or value in REQUIRED_FROM_SHELL.values(), f"{name}.{variable}"
             assert not re.search(r"://[^/@\s]*:[^/@\s]*@", value or ""), f"{name}.{variable}"
-    secret_pins = {name for name in pins if _SECRET_NAME.search(name)}
-    assert secret_pins == {"POSTGRES_PASSWORD"}
-    assert pins["POSTGRES_PASSWORD"] not in COMPOSE_TEXT
-    # The one password in a file guards the stack's own database, and .env says so.
-    env_text = (ROOT / ".env").read_text()
-    comment = env_text[: env_text.index("POSTGRES_PASSWORD=")].rsplit("\n\n", 1)[-1]
-    assert "PostgreSQL" in comment and "publishes no port" in comment
+    # No password, key or token is kept in .env.
+    assert {name for name in pins if _SECRET_NAME.search(name)} == set()
     assert "ports" not in raw["services"]["postgresql"]
     # The provider key is passed through from the operator's shell, never written.
     assert environment(raw["services"]["worker"])["LTM_LLM_API_KEY"] is None
@@ -321,13 +330,13 @@ def test_temporal_runs_on_the_schema_the_job_sets_up(
         assert f"--db {database} create" in job
         assert f"--db {database} setup-schema -v 0.0" in job
         assert re.search(rf"--db {database} update-schema -d \S*/{schema}/versioned", job)
-    # One password, from one variable of .env, for the database and both of its users.
+    # One password, required from the shell, for the database and both of its users.
     written = {
         "postgresql": environment(raw["services"]["postgresql"])["POSTGRES_PASSWORD"],
         "temporal": environment(raw["services"]["temporal"])["POSTGRES_PWD"],
         "temporal-schema": environment(raw["services"]["temporal-schema"])["SQL_PASSWORD"],
     }
-    assert set(written.values()) == {"${POSTGRES_PASSWORD}"}
+    assert set(written.values()) == {REQUIRED_FROM_SHELL["POSTGRES_PASSWORD"]}
 
 
 def test_setup_registers_the_namespace_and_search_attributes(

@@ -15,9 +15,11 @@ import openai
 from prometheus_client import start_http_server
 from redis.asyncio import Redis
 from temporalio.client import Client
+from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker
 
 from activities.batch import DocumentBatches
+from activities.checkpoint_sink import CheckpointSink, serving
 from activities.documents import load_documents
 from activities.mirror import MirrorActivities
 from activities.provider import make_client
@@ -56,6 +58,7 @@ def build_worker(
     )
     batches = DocumentBatches(steps, ReportStore(settings.report_folder()))
     mirror = MirrorActivities(redis, settings.mirror_messages)
+    sink = CheckpointSink(redis, settings.mirror_messages)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -74,6 +77,12 @@ def build_worker(
         default_heartbeat_throttle_interval=heartbeat / 4,
         sticky_queue_schedule_to_start_timeout=max(heartbeat, timedelta(seconds=1)),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        # The checkpoint sink runs as long as the worker, and flushes after it stops.
+        plugins=[
+            SimplePlugin(
+                "ltm-checkpoint-sink", run_context=lambda: serving(settings.task_queue, sink)
+            )
+        ],
     )
 
 

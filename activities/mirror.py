@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from temporalio import activity
@@ -17,6 +18,7 @@ from longtask.checkpoints import (
     PROGRESS_TTL_SECONDS,
     Checkpoint,
     MirrorWrite,
+    checkpoint_id_for,
     checkpoint_key,
     checkpoint_list_key,
     epoch_ms_of,
@@ -28,9 +30,13 @@ from longtask.models import ResumeRequest, ResumeState, step_key
 
 # One script, so a reader never sees `latest` naming a checkpoint not yet written, and a slow
 # or retried writer holding an older checkpoint changes nothing. `latest` expires with the
-# checkpoint it names, so it never points at an expired one.
+# checkpoint it names, so it never points at an expired one. It answers 1 when it wrote, 2 when
+# this very checkpoint is already the latest (a second writer of it), 0 when refused.
 _WRITE_CHECKPOINT = """
 local latest = redis.call('GET', KEYS[2])
+if latest == ARGV[1] then
+  return 2
+end
 if latest then
   local stamp = tonumber(string.match(latest, '_(%d+)$'))
   if stamp and stamp >= tonumber(ARGV[2]) then
@@ -45,6 +51,9 @@ redis.call('SET', KEYS[4], ARGV[4], 'EX', ARGV[6])
 return 1
 """
 
+
+# A final checkpoint refused because of a newer id takes the next id this many times at most.
+FINAL_RESTAMP_TRIES = 3
 
 # What stands in for error text when LTM_MIRROR_MESSAGES is false: the checkpoint still shows
 # that it was taken because of an error (and `variables.state` which one).
@@ -86,6 +95,53 @@ def without_text(write: MirrorWrite) -> MirrorWrite:
     return write.model_copy(update={"checkpoint": quiet})
 
 
+@dataclass(frozen=True)
+class SerializedWrite:
+    """A mirror write as the strings Redis stores: immutable, so any thread may hold it."""
+
+    task_id: str
+    checkpoint_id: str
+    checkpoint_json: str
+    snapshot_json: str
+    # The task's clock when it took the checkpoint, for the mirror-lag metric.
+    taken_at: float
+    final: bool = False
+
+
+def serialize(write: MirrorWrite, mirror_messages: bool = True) -> SerializedWrite:
+    """The write as stored; ``mirror_messages`` False leaves the text out (``without_text``)."""
+    if not mirror_messages:
+        write = without_text(write)
+    return SerializedWrite(
+        task_id=write.checkpoint.task_id,
+        checkpoint_id=write.checkpoint.id,
+        checkpoint_json=write.checkpoint.to_json(),
+        snapshot_json=write.snapshot.model_dump_json(),
+        taken_at=write.snapshot.timestamp,
+        final=write.final,
+    )
+
+
+async def store(redis: Redis, write: SerializedWrite) -> bool:
+    """Store one checkpoint and its progress snapshot; False when a newer one is already there."""
+    written = await redis.eval(
+        _WRITE_CHECKPOINT,
+        4,
+        checkpoint_key(write.checkpoint_id),
+        latest_key(write.task_id),
+        checkpoint_list_key(write.task_id),
+        progress_key(write.task_id),
+        write.checkpoint_id,
+        str(epoch_ms_of(write.checkpoint_id)),
+        write.checkpoint_json,
+        write.snapshot_json,
+        str(CHECKPOINT_TTL_SECONDS),
+        str(PROGRESS_TTL_SECONDS),
+        str(CHECKPOINT_LIST_LENGTH),
+    )
+    return bool(written)
+
+
 async def write_checkpoint_to(
     redis: Redis, write: MirrorWrite, mirror_messages: bool = True
 ) -> bool:
@@ -94,26 +150,7 @@ async def write_checkpoint_to(
     ``mirror_messages`` False (the worker's LTM_MIRROR_MESSAGES) leaves the text out
     (``without_text``).
     """
-    if not mirror_messages:
-        write = without_text(write)
-    checkpoint = write.checkpoint
-    task_id = checkpoint.task_id
-    written = await redis.eval(
-        _WRITE_CHECKPOINT,
-        4,
-        checkpoint_key(checkpoint.id),
-        latest_key(task_id),
-        checkpoint_list_key(task_id),
-        progress_key(task_id),
-        checkpoint.id,
-        str(epoch_ms_of(checkpoint.id)),
-        checkpoint.to_json(),
-        write.snapshot.model_dump_json(),
-        str(CHECKPOINT_TTL_SECONDS),
-        str(PROGRESS_TTL_SECONDS),
-        str(CHECKPOINT_LIST_LENGTH),
-    )
-    return bool(written)
+    return await store(redis, serialize(write, mirror_messages))
 
 
 def resume_state_of(checkpoint: Checkpoint) -> ResumeState:
@@ -144,7 +181,23 @@ class MirrorActivities:
 
     @activity.defn(name="write_checkpoint")
     async def write_checkpoint(self, write: MirrorWrite) -> bool:
+        """Mirror one checkpoint; a final one is never refused.
+
+        A final checkpoint (the task ended) that finds a newer id in Redis, as a partial answer
+        written just before may hold, takes the next id after it: the ended state must be what
+        a reader sees last. Redis errors raise, so Temporal retries the activity.
+        """
         written = await write_checkpoint_to(self._redis, write, self._mirror_messages)
+        for _ in range(FINAL_RESTAMP_TRIES):
+            if written or not write.final:
+                break
+            latest = await self._redis.get(latest_key(write.checkpoint.task_id))
+            if latest is not None:
+                task_id = write.checkpoint.task_id
+                restamped = checkpoint_id_for(task_id, epoch_ms_of(str(latest)) + 1)
+                checkpoint = write.checkpoint.model_copy(update={"id": restamped})
+                write = write.model_copy(update={"checkpoint": checkpoint})
+            written = await write_checkpoint_to(self._redis, write, self._mirror_messages)
         # The snapshot's time is the task's clock when it took the checkpoint.
         record_checkpoint_lag(time.time() - write.snapshot.timestamp)
         return written

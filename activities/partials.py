@@ -25,7 +25,6 @@ from longtask.checkpoints import (
     epoch_ms_of,
     iso_utc,
     latest_key,
-    next_checkpoint_ms,
     progress_key,
 )
 from longtask.progress import build_record
@@ -52,7 +51,9 @@ async def write_partial(
         return False
     snapshot_json = await redis.get(progress_key(task_id))
     now = datetime.now(UTC)
-    ms = next_checkpoint_ms(now, epoch_ms_of(str(latest)))
+    # The id follows the checkpoint the text extends, whatever this worker's clock says: a
+    # clock ahead of the task's would otherwise rank it above every later checkpoint.
+    ms = epoch_ms_of(str(latest)) + 1
     base = Checkpoint.model_validate_json(base_json)
     checkpoint = base.model_copy(
         update={

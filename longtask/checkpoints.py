@@ -79,6 +79,8 @@ class MirrorWrite(BaseModel):
 
     checkpoint: Checkpoint
     snapshot: ProgressSnapshot
+    # The task's last checkpoint (a terminal state or a hand-over): it must not be refused.
+    final: bool = False
 
 
 def iso_utc(moment: datetime) -> str:

@@ -18,6 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
+    from activities.checkpoint_sink import offer_checkpoint
     from longtask.checkpoints import MirrorWrite
     from longtask.cost import TokenUsage
     from longtask.models import (
@@ -54,6 +55,14 @@ KIND_OF_ACTIVITY.update({name: kind for kind, name in ACTIVITY_OF_STEP.items()})
 MIRROR_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=3)
 MIRROR_TIMEOUT = timedelta(seconds=5)
 MIRROR_RETRY_SECONDS = 2.0
+# The final checkpoint (an ended task, or a hand-over to a new run) is a regular activity, so it
+# survives the worker; Redis gets about 20 s to come back before the task ends without it.
+FINAL_CHECKPOINT_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=6,
+)
 # A large task finishes many steps a second: its checkpoints are at least this far apart
 # (every finished result is durable in Temporal at once; the mirror is for outside readers).
 LARGE_TASK_CHECKPOINT_SECONDS = 1.0
@@ -92,10 +101,15 @@ class DocumentTaskWorkflow:
 
     @workflow.run
     async def run(self, task: TaskInput) -> TaskResult:
+        # Checkpoints reach Redis through the worker's sink (activities/checkpoint_sink.py
+        # says why); runs begun before it keep the local activity they recorded.
+        self._sink = workflow.patched("checkpoint-sink")
         if self._book.machine.state is TaskState.PENDING:
             self._go(TaskState.RUNNING, "worker picked the task up")
         pump = [
-            asyncio.create_task(self._mirror_pump()),
+            asyncio.create_task(
+                self._mirror_pump() if self._sink else self._local_activity_mirror_pump()
+            ),
             asyncio.create_task(self._mirror_ticker()),
         ]
         spent = (workflow.now() - self._book.started_at).total_seconds()
@@ -104,7 +118,7 @@ class DocumentTaskWorkflow:
             if self._rolling_over:
                 for running in pump:
                     running.cancel()
-                await self._write_checkpoint()
+                await self._final_checkpoint()
                 workflow.continue_as_new(self._book.carry_over())
         except TimeoutError:
             return await self._end(
@@ -420,7 +434,63 @@ class DocumentTaskWorkflow:
         workflow.set_current_details(self._book.details(workflow.now()))
 
     async def _mirror_pump(self) -> None:
-        """Writes the newest checkpoint whenever the cadence says so, one write at a time."""
+        """Hands the newest checkpoint to the worker's sink whenever the cadence says so.
+
+        Every wake-up comes from the history (a result, a signal, a timer), never from a mirror
+        write, so the commands it issues (search attributes, the pause between checkpoints of
+        a large task) fall in the same place on every replay.
+        """
+        while True:
+            await workflow.wait_condition(lambda: self._dirty)
+            self._dirty = False
+            now = workflow.now()
+            record = self._book.record(now)
+            if not self._cadence.due(record.step, record.progress, now.timestamp()):
+                continue
+            self._offer_checkpoint()
+            self._cadence.mark(record.step, record.progress, now.timestamp())
+            self._publish()
+            if not self._book.inline:
+                await asyncio.sleep(LARGE_TASK_CHECKPOINT_SECONDS)
+
+    def _offer_checkpoint(self) -> None:
+        """Hand the checkpoint of the task as it is now to the worker's sink, unless replaying."""
+        now = workflow.now()
+        if workflow.unsafe.is_replaying():
+            # Mirrored when it was first taken; only its id is accounted for.
+            self._book.skip_checkpoint(now)
+            return
+        offer_checkpoint(workflow.info().task_queue, self._book.checkpoint(now))
+
+    async def _final_checkpoint(self, error: str | None = None) -> None:
+        """The task's last checkpoint: through the sink at once, and durably by an activity."""
+        if not self._sink:
+            await self._write_checkpoint(error)
+            return
+        write = self._book.checkpoint(workflow.now(), error).model_copy(update={"final": True})
+        if not workflow.unsafe.is_replaying():
+            offer_checkpoint(workflow.info().task_queue, write)
+        try:
+            await workflow.execute_activity(
+                "write_checkpoint",
+                write,
+                result_type=bool,
+                start_to_close_timeout=MIRROR_TIMEOUT,
+                retry_policy=FINAL_CHECKPOINT_RETRY,
+                summary=f"mirror checkpoint {write.checkpoint.id}",
+            )
+        except (ActivityError, ApplicationError) as failure:
+            # The task's outcome stands; the sink keeps trying while this worker runs.
+            workflow.logger.warning("checkpoint %s not mirrored: %s", write.checkpoint.id, failure)
+
+    async def _mirror_ticker(self) -> None:
+        """Wakes the pump on the time rule; one timer per period, not one per wake-up."""
+        while True:
+            await asyncio.sleep(self._cadence.every_seconds)
+            self._dirty = True
+
+    async def _local_activity_mirror_pump(self) -> None:
+        """The mirror of runs begun before the sink: a local activity per checkpoint."""
         while True:
             await workflow.wait_condition(lambda: self._dirty)
             self._dirty = False
@@ -438,14 +508,8 @@ class DocumentTaskWorkflow:
                 await asyncio.sleep(MIRROR_RETRY_SECONDS)
                 self._dirty = True
 
-    async def _mirror_ticker(self) -> None:
-        """Wakes the pump on the time rule; one timer per period, not one per wake-up."""
-        while True:
-            await asyncio.sleep(self._cadence.every_seconds)
-            self._dirty = True
-
     async def _write_checkpoint(self, error: str | None = None) -> bool:
-        """Mirror a checkpoint of the task as it is now; False when Redis could not take it."""
+        """Mirror a checkpoint through a local activity (runs begun before the sink only)."""
         write: MirrorWrite = self._book.checkpoint(workflow.now(), error)
         try:
             await workflow.execute_local_activity(
@@ -455,7 +519,8 @@ class DocumentTaskWorkflow:
                 start_to_close_timeout=MIRROR_TIMEOUT,
                 retry_policy=MIRROR_RETRY,
             )
-        except ActivityError as failure:
+        except (ActivityError, ApplicationError) as failure:
+            # A local activity that failed for good raises ApplicationError, not ActivityError.
             workflow.logger.warning("checkpoint %s not mirrored: %s", write.checkpoint.id, failure)
             return False
         return True
@@ -467,7 +532,7 @@ class DocumentTaskWorkflow:
         for running in pump:
             running.cancel()
         self._go(state, reason)
-        await self._write_checkpoint(error=None if state is TaskState.COMPLETED else reason)
+        await self._final_checkpoint(error=None if state is TaskState.COMPLETED else reason)
         result = self._book.result(reason)
         # A spent budget is a clean stop: the task answers, and a new run may continue it.
         if state in (TaskState.COMPLETED, TaskState.CANCELLED, TaskState.BUDGET_EXCEEDED):

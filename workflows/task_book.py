@@ -384,6 +384,10 @@ class TaskBook:
             reason=reason,
         )
 
+    def skip_checkpoint(self, now: datetime) -> None:
+        """Account for a checkpoint taken in an earlier life of the workflow (a replay)."""
+        self.last_checkpoint_ms = next_checkpoint_ms(now, self.last_checkpoint_ms)
+
     def checkpoint(self, now: datetime, error: str | None = None) -> MirrorWrite:
         """The task as it is now, as a checkpoint with a fresh, increasing id."""
         record = self.record(now)

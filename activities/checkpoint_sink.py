@@ -1,0 +1,209 @@
+"""Carries checkpoints from workflow code to the Redis mirror, with no command and no history.
+
+Why not a local activity: a local activity's result can reach workflow code in a later workflow
+task than the one whose completion recorded its marker (temporalio 1.35: a status query that
+arrives while the local activity runs makes the SDK core complete the workflow task early; the
+marker still names the first activation, so a replay delivers the result sooner than the live
+run saw it). Any command issued on that result (a search-attribute upsert, a timer) then lands
+in a different order on replay, and the history no longer replays. A mirror write therefore
+must not be something the workflow waits for.
+
+The sink works like the workflow logger: workflow code hands it the newest checkpoint (only
+when not replaying), which costs no command and no event; a task on the worker's event loop
+writes it to Redis. It keeps the newest checkpoint of each task, retries while Redis is down,
+and rewrites a task's last checkpoint when Redis comes back empty. Nothing is lost that history
+does not hold: a worker that dies before writing is replaced by one that rebuilds the task from
+history and mirrors its next checkpoint; a task's final checkpoint goes through a regular
+activity (``write_checkpoint``), which survives the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from activities.metrics import record_checkpoint_lag
+from activities.mirror import SerializedWrite, serialize, store
+from longtask.checkpoints import MirrorWrite, latest_key
+
+log = logging.getLogger(__name__)
+
+# Waits between tries while Redis refuses writes: short first, so a blink costs little.
+RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0)
+# How often the sink checks that Redis still holds each live task's newest checkpoint.
+REBUILD_CHECK_SECONDS = 2.0
+# A task that offered nothing for this long ran elsewhere or ended: forget it.
+FORGET_AFTER_SECONDS = 600.0
+# One write may not hold the sink longer than this.
+WRITE_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass
+class _TaskMirror:
+    """What the sink knows of one task: the checkpoint still to write and the last written."""
+
+    pending: SerializedWrite | None = None
+    written: SerializedWrite | None = None
+    final: bool = False
+    touched: float = field(default_factory=time.monotonic)
+
+
+class CheckpointSink:
+    """Writes the newest checkpoint of each task to Redis, off the workflow's path."""
+
+    def __init__(self, redis: Redis, mirror_messages: bool = True) -> None:
+        self._redis = redis
+        self._mirror_messages = mirror_messages
+        self._lock = threading.Lock()
+        self._tasks: dict[str, _TaskMirror] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._runner: asyncio.Task[None] | None = None
+
+    def offer(self, write: MirrorWrite) -> None:
+        """Take a checkpoint to mirror; called from workflow code, on any thread, never blocks.
+
+        A newer checkpoint of the same task replaces one not yet written. The write is turned
+        into strings here, so the workflow's state may change while the sink holds it.
+        """
+        serialized = serialize(write, self._mirror_messages)
+        with self._lock:
+            mirror = self._tasks.setdefault(serialized.task_id, _TaskMirror())
+            mirror.pending = serialized
+            mirror.final = mirror.final or write.final
+            mirror.touched = time.monotonic()
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def __aenter__(self) -> CheckpointSink:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._runner = asyncio.create_task(self._run(), name="checkpoint-sink")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Write what is still pending (bounded), then stop."""
+        if self._runner is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+                await self._write_pending()
+        self._runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._runner
+        self._runner = None
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        failures = 0
+        last_check = time.monotonic()
+        while True:
+            wait = RETRY_SECONDS[min(failures, len(RETRY_SECONDS)) - 1] if failures else None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait if wait is not None else REBUILD_CHECK_SECONDS):
+                    await self._wake.wait()
+            self._wake.clear()
+            ok = await self._write_pending()
+            if ok and time.monotonic() - last_check >= REBUILD_CHECK_SECONDS:
+                last_check = time.monotonic()
+                ok = await self._rebuild_lost()
+            if ok:
+                if failures:
+                    log.info("checkpoint mirror: Redis takes writes again")
+                failures = 0
+            else:
+                failures += 1
+                if failures == 1:
+                    log.warning("checkpoint mirror: Redis unavailable, retrying in the background")
+            self._forget_idle()
+
+    async def _write_pending(self) -> bool:
+        """Write every task's pending checkpoint; False if Redis failed any of them."""
+        with self._lock:
+            batch = [(tid, m.pending) for tid, m in self._tasks.items() if m.pending is not None]
+        results = await asyncio.gather(*(self._write(tid, write) for tid, write in batch))
+        return all(results)
+
+    async def _write(self, task_id: str, write: SerializedWrite) -> bool:
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+                await store(self._redis, write)
+        except (RedisError, OSError, TimeoutError) as problem:
+            log.debug("checkpoint %s not mirrored yet: %s", write.checkpoint_id, problem)
+            return False
+        record_checkpoint_lag(time.time() - write.taken_at)
+        with self._lock:
+            mirror = self._tasks.get(task_id)
+            if mirror is not None:
+                mirror.written = write
+                # A newer checkpoint offered during the write stays pending.
+                if mirror.pending is write:
+                    mirror.pending = None
+                    if mirror.final:
+                        del self._tasks[task_id]
+        return True
+
+    async def _rebuild_lost(self) -> bool:
+        """Rewrite the last checkpoint of each live task whose ``latest`` key Redis lost."""
+        with self._lock:
+            written = [
+                (tid, m.written)
+                for tid, m in self._tasks.items()
+                if m.written is not None and m.pending is None
+            ]
+        if not written:
+            return True
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+                present = await self._redis.exists(*(latest_key(tid) for tid, _ in written))
+        except (RedisError, OSError, TimeoutError):
+            return False
+        if present == len(written):
+            return True
+        with self._lock:
+            for tid, write in written:
+                mirror = self._tasks.get(tid)
+                if mirror is not None and mirror.pending is None:
+                    mirror.pending = write
+        # The Lua write refuses whatever Redis still holds, so a full rewrite is safe.
+        return await self._write_pending()
+
+    def _forget_idle(self) -> None:
+        cutoff = time.monotonic() - FORGET_AFTER_SECONDS
+        with self._lock:
+            for tid in [t for t, m in self._tasks.items() if m.touched < cutoff]:
+                del self._tasks[tid]
+
+
+# One sink per task queue of this process: workflow code finds its worker's sink by the task
+# queue it runs on (tests run several workers in one process).
+_SINKS: dict[str, CheckpointSink] = {}
+
+
+@contextlib.asynccontextmanager
+async def serving(task_queue: str, sink: CheckpointSink) -> AsyncIterator[None]:
+    """Run the sink for the workflows of ``task_queue`` while the worker runs."""
+    async with sink:
+        _SINKS[task_queue] = sink
+        try:
+            yield
+        finally:
+            if _SINKS.get(task_queue) is sink:
+                del _SINKS[task_queue]
+
+
+def offer_checkpoint(task_queue: str, write: MirrorWrite) -> bool:
+    """Hand a checkpoint to the sink of this task queue; False when none runs here (replayer)."""
+    sink = _SINKS.get(task_queue)
+    if sink is None:
+        return False
+    sink.offer(write)
+    return True

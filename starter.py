@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import sys
 import uuid
 from pathlib import Path
@@ -41,10 +40,10 @@ from longtask.process_exit import exit_now
 from longtask.search_attributes import registered
 from longtask.settings import Settings, SettingsError, load_settings
 from longtask.states import TaskState
+from longtask.task_ids import is_checkpoint_of, task_id_problem
 from workflows.document_task import DocumentTaskWorkflow
 
 MODEL_KINDS = ("embedding", "intermediate", "reasoning", "final")
-TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class UsageError(Exception):
@@ -64,8 +63,9 @@ def task_input(
         raise UsageError(
             "\n".join(f"{path}: no such file or folder; check the path" for path in paths)
         )
-    if task_id is not None and not TASK_ID.match(task_id):
-        raise UsageError(f"task id {task_id!r}: use letters, digits, '.', '_' or '-'")
+    problem = None if task_id is None else task_id_problem(task_id)
+    if problem is not None:
+        raise UsageError(problem)
     return TaskInput(
         task_id=task_id or f"task-{uuid.uuid4().hex[:12]}",
         paths=[str(Path(p).resolve()) for p in paths],
@@ -185,6 +185,11 @@ async def resume(
     args: argparse.Namespace | None = None,
 ) -> str:
     """Continue a paused task, or start a new run of an ended one from a checkpoint."""
+    if checkpoint_id is not None and not is_checkpoint_of(checkpoint_id, task_id):
+        raise UsageError(
+            f"checkpoint {checkpoint_id!r} is not one of task {task_id}'s "
+            f"(they are named {task_id}_<milliseconds>); see `status` or leave out --checkpoint"
+        )
     handle = client.get_workflow_handle(task_id)
     description = await handle.describe()
     if description.status == WorkflowExecutionStatus.RUNNING:

@@ -192,7 +192,7 @@ class DocumentSteps:
             # A stream cut after it started is billed for what it sent: that is paid for.
             streamed = estimate_tokens(reporter.streamed_text()) if reporter.chunks else 0
             reporter.attempt_failed(request.model, attempt + 1, failed_as.value.lower(), streamed)
-            raise ProviderFailure(item, where, error) from error
+            raise ProviderFailure(item, where, error, self._api_key) from error
         finally:
             if status != "cancelled":
                 reporter.ledger.stats.add(status)

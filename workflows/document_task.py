@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from longtask.progress import CheckpointCadence
     from longtask.search_attributes import TASK_COST, TASK_PROGRESS, TASK_STATE
     from longtask.states import TaskState
+    from longtask.task_ids import INVALID_TASK_ID, task_id_problem
     from workflows.task_book import TaskBook
 
 KIND_OF_ACTIVITY: dict[str, StepKind] = {}
@@ -74,6 +75,19 @@ def failure_of(error: ActivityError) -> tuple[str, StepKind | None, CallStats | 
     return cause.message, KIND_OF_ACTIVITY.get(error.activity_type or ""), stats
 
 
+def _check_task_id(task_id: str) -> None:
+    """A task started past the starter (straight through a Temporal client) meets the same
+    rule on task ids: it fails at once, before any write names its keys or report folder."""
+    problem = task_id_problem(task_id)
+    if problem is None and task_id != workflow.info().workflow_id:
+        problem = (
+            f"task id {task_id!r} differs from its workflow id {workflow.info().workflow_id!r}; "
+            "start the task with the workflow id equal to its task id"
+        )
+    if problem is not None:
+        raise ApplicationError(problem, type=INVALID_TASK_ID, non_retryable=True)
+
+
 @workflow.defn(name="DocumentTask")
 class DocumentTaskWorkflow:
     @workflow.init
@@ -92,6 +106,8 @@ class DocumentTaskWorkflow:
 
     @workflow.run
     async def run(self, task: TaskInput) -> TaskResult:
+        if workflow.patched("task-id-checked"):
+            _check_task_id(task.task_id)
         if self._book.machine.state is TaskState.PENDING:
             self._go(TaskState.RUNNING, "worker picked the task up")
         pump = [

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 import uuid
 from pathlib import Path
@@ -108,10 +109,9 @@ def budget_of(args: argparse.Namespace, fallback: TaskBudget) -> TaskBudget:
     """The budget the command line names, each limit not named keeping ``fallback``'s."""
     if args.budget_usd is None and args.budget_tokens is None:
         return fallback
-    if (args.budget_usd is not None and args.budget_usd <= 0) or (
-        args.budget_tokens is not None and args.budget_tokens <= 0
-    ):
-        raise UsageError("a budget must be greater than 0")
+    usd_ok = args.budget_usd is None or (math.isfinite(args.budget_usd) and args.budget_usd > 0)
+    if not usd_ok or (args.budget_tokens is not None and args.budget_tokens <= 0):
+        raise UsageError("a budget must be a finite number greater than 0")
     return TaskBudget(
         max_cost_usd=fallback.max_cost_usd if args.budget_usd is None else args.budget_usd,
         max_tokens=fallback.max_tokens if args.budget_tokens is None else args.budget_tokens,

@@ -95,3 +95,17 @@ def test_missing_path_is_refused_before_anything_starts(tmp_path: Path) -> None:
     refused = run_starter(settings, "start", str(tmp_path / "nope"))
     assert refused.returncode == 2
     assert "no such file or folder" in refused.stderr
+
+
+def test_a_budget_that_is_no_number_is_refused_in_one_line() -> None:
+    settings = Settings()
+    for value in ("inf", "nan", "-1"):
+        refused = run_starter(settings, "start", str(EXAMPLES), "--budget-usd", value)
+        assert refused.returncode == 2, value
+        assert "budget" in refused.stderr and "Traceback" not in refused.stderr, value
+
+
+def test_a_task_id_with_a_trailing_newline_is_refused(settings: Settings) -> None:
+    refused = run_starter(settings, "start", str(EXAMPLES), "--task-id", "rc\n")
+    assert refused.returncode == 2
+    assert "task id 'rc\\n'" in refused.stderr

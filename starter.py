@@ -244,7 +244,7 @@ async def watch(client: Client, task_id: str, console: Console) -> int:
     await show_live(handle, console)
     result = await outcome(handle)
     if result is None:
-        console.print(f"task {task_id} cancelled")
+        console.print(f"task {task_id} cancelled", markup=False)
         return 1
     print_result(result, console)
     return 0 if result.state is TaskState.COMPLETED else 1
@@ -268,7 +268,11 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             print(task_id)
             return 0
         ui = f"http://{settings.temporal_host_port[0]}:{settings.temporal_ui_port}"
-        console.print(f"task {task_id} started; watch it in the Temporal UI: {ui}", soft_wrap=True)
+        console.print(
+            f"task {task_id} started; watch it in the Temporal UI: {ui}",
+            soft_wrap=True,
+            markup=False,
+        )
         return await watch(client, task_id, console)
     if args.command == "watch":
         return await watch(client, args.task_id, console)

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -109,3 +110,27 @@ def test_a_task_id_with_a_trailing_newline_is_refused(settings: Settings) -> Non
     refused = run_starter(settings, "start", str(EXAMPLES), "--task-id", "rc\n")
     assert refused.returncode == 2
     assert "task id 'rc\\n'" in refused.stderr
+
+
+async def test_markup_in_names_models_and_answers_is_printed_as_it_is(
+    client: Client,
+    settings: Settings,
+    worker: Worker,
+    llm: LlmServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rich reads "[...]" as markup: a closing tag that opens nothing would crash `run`, an
+    opening one would vanish."""
+    document = tmp_path / "[red]notes.md"
+    document.write_text("Minutes.\n\nThe [red] team met [/red] twice and agreed on a plan.")
+    model = "[/i]final"
+    answer = "Plan [/bold] agreed [red]"
+    llm.add({"type": "reply", "text": answer, "times": None})  # every chat answer
+    monkeypatch.setenv("COLUMNS", "200")  # wide enough for the ledger's model column
+    done = await starter(settings, "run", str(document), "--model-final", model)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "report: [red]notes.md" in done.stdout  # shown, not taken for a colour
+    assert answer in done.stdout
+    assert model in done.stdout  # its row of the cost ledger

@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.batch import DocumentBatches
-from activities.documents import load_documents
+from activities.documents import DocumentLoader
 from activities.mirror import MirrorActivities
 from activities.provider import make_client
 from activities.rate_limits import SharedRateLimiter
@@ -54,14 +54,16 @@ def build_worker(
         SharedRateLimiter(redis, settings.rate_limits) if settings.rate_limits else None,
         settings.mirror_messages,
     )
-    batches = DocumentBatches(steps, ReportStore(settings.report_folder()))
+    reports = ReportStore(settings.report_folder())
+    batches = DocumentBatches(steps, reports)
+    loader = DocumentLoader(reports)
     mirror = MirrorActivities(redis, settings.mirror_messages)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[DocumentTaskWorkflow],
         activities=[
-            load_documents,
+            loader.load_documents,
             batches.process_documents,
             steps.embed_chunks,
             steps.summarize_pages,

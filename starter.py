@@ -84,6 +84,7 @@ def task_input(
         deadline_seconds=settings.task_deadline_seconds,
         budget=budget or settings_budget(settings),
         prices=settings.prices,
+        check_models=settings.check_models,
     )
 
 

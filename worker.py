@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 from activities.batch import DocumentBatches
 from activities.documents import DocumentLoader
 from activities.mirror import MirrorActivities
+from activities.model_check import ModelChecker
 from activities.provider import make_client
 from activities.rate_limits import SharedRateLimiter
 from activities.report_files import ReportStore
@@ -57,6 +58,7 @@ def build_worker(
     reports = ReportStore(settings.report_folder())
     batches = DocumentBatches(steps, reports)
     loader = DocumentLoader(reports)
+    checker = ModelChecker(llm, settings.llm_api_key.get_secret_value())
     mirror = MirrorActivities(redis, settings.mirror_messages)
     return Worker(
         client,
@@ -64,6 +66,7 @@ def build_worker(
         workflows=[DocumentTaskWorkflow],
         activities=[
             loader.load_documents,
+            checker.check_models,
             batches.process_documents,
             steps.embed_chunks,
             steps.summarize_pages,

@@ -87,6 +87,10 @@ class TaskInput(BaseModel):
     max_history_events: int = Field(20_000, ge=50, le=50_000)
     # Publish state, progress and cost as search attributes (only where they are registered).
     search_attributes: bool = False
+    # Check each model of the route with one tiny call before any document's first step, so
+    # an unknown model or a refused key ends the task before anything is paid for. Off for
+    # tasks begun before the check existed.
+    check_models: bool = False
     carried: CarriedState | None = None
 
 
@@ -178,6 +182,13 @@ class StepResult(BaseModel):
     stats: CallStats = Field(default_factory=CallStats)
     ledger: CostLedger = Field(default_factory=CostLedger)
     model: str = ""
+
+
+class ModelCheckResult(BaseModel):
+    """What checking a task's models cost: one tiny call per model, booked like any other."""
+
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    ledger: CostLedger = Field(default_factory=CostLedger)
 
 
 class BatchRequest(BaseModel):

@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     # UI, http://127.0.0.1:{temporal_ui_port} and http://localhost:{temporal_ui_port}).
     codec_server_port: int = Field(8081, ge=1, le=65535)
     codec_cors_origins: str = ""
+    # Before a task's first document, check each model of its route with one tiny call, so
+    # an unknown model (404) or a refused key ends the task before anything is paid for.
+    check_models: bool = True
     # false: the Redis mirror leaves out conversation text, streamed text, step outputs and
     # error text, keeping ids, structure, progress and counters (docs/privacy.md).
     mirror_messages: bool = True

@@ -83,7 +83,9 @@ async def test_run_prints_each_report_and_the_cost(
     done = await starter(settings, "run", str(EXAMPLES), "--model-final", "house-final-model")
     assert done.returncode == 0, done.stderr
     # The task's own model route: every report went to the model named for this task.
-    assert llm.count("/chat/completions", "house-final-model") == 3
+    # One call checks the model as the task starts (LTM_CHECK_MODELS, on by default), then
+    # one report per document.
+    assert llm.count("/chat/completions", "house-final-model") == 1 + 3
     assert llm.count("/chat/completions", "gpt-4.1") == 0
     for name in ("heat-pump-field-study.pdf", "incident-postmortem.txt"):
         assert f"report: {name}" in done.stdout

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         CallStats,
         DocumentRef,
         LoadRequest,
+        ModelCheckResult,
         ProgressEvent,
         ResumeRequest,
         ResumeState,
@@ -154,6 +155,9 @@ class DocumentTaskWorkflow:
             retry_policy=self._task.policy.retry_policy(),
             summary=f"find documents in {', '.join(self._task.paths)}",
         )
+        # A run carried over by continue-as-new checked its models already.
+        if self._task.check_models and self._task.carried is None:
+            await self._check_models()
         resume_from = self._task.resume_from
         if resume_from is not None:
             resumed = await workflow.execute_activity(
@@ -182,6 +186,30 @@ class DocumentTaskWorkflow:
                 processing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await processing
+
+    async def _check_models(self) -> None:
+        """One tiny call per model before any document's first step; an unknown model or a
+        refused key fails the task here (an ActivityError), its cost booked either way."""
+        try:
+            checked: ModelCheckResult = await workflow.execute_activity(
+                "check_models",
+                self._task.models,
+                result_type=ModelCheckResult,
+                start_to_close_timeout=timedelta(minutes=5),
+                retry_policy=self._task.policy.retry_policy(),
+                summary="check each model of the route once",
+            )
+        except ActivityError as error:
+            cause = error.cause
+            if isinstance(cause, ApplicationError) and cause.details:
+                with contextlib.suppress(ValueError):
+                    self._book_check(ModelCheckResult.model_validate(cause.details[0]))
+            raise
+        self._book_check(checked)
+
+    def _book_check(self, checked: ModelCheckResult) -> None:
+        self._book.usage.merge(checked.usage)
+        self._book.ledger.merge(checked.ledger)
 
     async def _process_all(self, documents: list[DocumentRef]) -> None:
         if not workflow.patched("document-batches"):

@@ -292,7 +292,7 @@ def load_settings() -> Settings:
         return Settings()
     except UnparsedSettingError as error:
         # A JSON setting (LTM_PRICES, LTM_RATE_LIMITS) that is not JSON fails before validation.
-        raise SettingsError(f"invalid setting:\n  {_unparsed(error)}") from None
+        raise SettingsError(f"invalid setting: {_unparsed(error)}") from None
     except ValidationError as error:
         lines = []
         for problem in error.errors():
@@ -301,4 +301,6 @@ def load_settings() -> Settings:
                 continue
             field = str(problem["loc"][0])
             lines.append(f"{ENV_PREFIX}{field.upper()}: {problem['msg']}")
-        raise SettingsError("invalid setting:\n  " + "\n  ".join(lines)) from None
+        if len(lines) == 1:
+            raise SettingsError(f"invalid setting: {lines[0]}") from None
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

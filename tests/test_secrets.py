@@ -15,6 +15,7 @@ from longtask.states import TaskState
 from starter import outcome
 from tests.conftest import EXAMPLES, TEST_API_KEY
 from tests.echo_server import EchoServer
+from tests.record_history import holds_secret
 from tests.tasks import read_json, read_list, start
 from tests.test_mirror_privacy import redis_values
 
@@ -53,10 +54,11 @@ async def test_a_stream_error_echoing_the_key_is_stored_and_logged_without_it(
     # The cut report was mirrored with its error (the path that once stored the key).
     assert any("Bearer ***" in error for error in errors)
 
-    history = (await handle.fetch_history()).to_json()
+    history = await handle.fetch_history()
+    for secret in (TEST_API_KEY, "Bearer sk-"):
+        assert not holds_secret(history, secret)  # its events and every payload, decoded
     texts = {
         "redis": await redis_values(redis),
-        "history": history,
         "result": result.model_dump_json(),
         "logs": caplog.text,
     }

@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import advice_for, kind_of, provider_message
 from longtask.models import ModelCheckResult, ModelRoute
-from longtask.policies import NON_RETRYABLE_KINDS, ErrorKind, StepKind
+from longtask.policies import ErrorKind, StepKind
 
 CHECK_STEP = "check"
 # Generous: the check waits for a loaded provider rather than skip a model for being slow.
@@ -57,10 +57,10 @@ class ModelChecker:
             async with asyncio.timeout(CHECK_SECONDS):
                 prompt, completion = await self._call(model, step)
         except openai.APIStatusError as error:
-            kind = kind_of(error)
-            if error.status_code not in DECISIVE_STATUSES or kind not in NON_RETRYABLE_KINDS:
+            if error.status_code not in DECISIVE_STATUSES:
                 activity.logger.warning("model %s not checked: %s", model, error.status_code)
                 return None
+            kind = kind_of(error)
             said = provider_message(error, self._api_key)
             advice = advice_for(error, model, step)
             return f"model check of {model}: {kind.value}: {said}; {advice}", kind

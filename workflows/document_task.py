@@ -195,7 +195,8 @@ class DocumentTaskWorkflow:
                 "check_models",
                 self._task.models,
                 result_type=ModelCheckResult,
-                start_to_close_timeout=timedelta(minutes=5),
+                # Each call is bounded at 60 s; a worker lost meanwhile costs no more than this.
+                start_to_close_timeout=timedelta(minutes=2),
                 retry_policy=self._task.policy.retry_policy(),
                 summary="check each model of the route once",
             )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
+import math
 import sys
 import uuid
 from pathlib import Path
@@ -41,10 +41,10 @@ from longtask.process_exit import exit_now
 from longtask.search_attributes import registered
 from longtask.settings import Settings, SettingsError, load_settings
 from longtask.states import TaskState
+from longtask.task_ids import is_checkpoint_of, task_id_problem
 from workflows.document_task import DocumentTaskWorkflow
 
 MODEL_KINDS = ("embedding", "intermediate", "reasoning", "final")
-TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class UsageError(Exception):
@@ -64,8 +64,9 @@ def task_input(
         raise UsageError(
             "\n".join(f"{path}: no such file or folder; check the path" for path in paths)
         )
-    if task_id is not None and not TASK_ID.match(task_id):
-        raise UsageError(f"task id {task_id!r}: use letters, digits, '.', '_' or '-'")
+    problem = None if task_id is None else task_id_problem(task_id)
+    if problem is not None:
+        raise UsageError(problem)
     return TaskInput(
         task_id=task_id or f"task-{uuid.uuid4().hex[:12]}",
         paths=[str(Path(p).resolve()) for p in paths],
@@ -83,6 +84,7 @@ def task_input(
         deadline_seconds=settings.task_deadline_seconds,
         budget=budget or settings_budget(settings),
         prices=settings.prices,
+        check_models=settings.check_models,
     )
 
 
@@ -108,10 +110,9 @@ def budget_of(args: argparse.Namespace, fallback: TaskBudget) -> TaskBudget:
     """The budget the command line names, each limit not named keeping ``fallback``'s."""
     if args.budget_usd is None and args.budget_tokens is None:
         return fallback
-    if (args.budget_usd is not None and args.budget_usd <= 0) or (
-        args.budget_tokens is not None and args.budget_tokens <= 0
-    ):
-        raise UsageError("a budget must be greater than 0")
+    usd_ok = args.budget_usd is None or (math.isfinite(args.budget_usd) and args.budget_usd > 0)
+    if not usd_ok or (args.budget_tokens is not None and args.budget_tokens <= 0):
+        raise UsageError("a budget must be a finite number greater than 0")
     return TaskBudget(
         max_cost_usd=fallback.max_cost_usd if args.budget_usd is None else args.budget_usd,
         max_tokens=fallback.max_tokens if args.budget_tokens is None else args.budget_tokens,
@@ -185,6 +186,11 @@ async def resume(
     args: argparse.Namespace | None = None,
 ) -> str:
     """Continue a paused task, or start a new run of an ended one from a checkpoint."""
+    if checkpoint_id is not None and not is_checkpoint_of(checkpoint_id, task_id):
+        raise UsageError(
+            f"checkpoint {checkpoint_id!r} is not one of task {task_id}'s "
+            f"(they are named {task_id}_<milliseconds>); see `status` or leave out --checkpoint"
+        )
     handle = client.get_workflow_handle(task_id)
     description = await handle.describe()
     if description.status == WorkflowExecutionStatus.RUNNING:
@@ -239,7 +245,7 @@ async def watch(client: Client, task_id: str, console: Console) -> int:
     await show_live(handle, console)
     result = await outcome(handle)
     if result is None:
-        console.print(f"task {task_id} cancelled")
+        console.print(f"task {task_id} cancelled", markup=False)
         return 1
     print_result(result, console)
     return 0 if result.state is TaskState.COMPLETED else 1
@@ -263,7 +269,11 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             print(task_id)
             return 0
         ui = f"http://{settings.temporal_host_port[0]}:{settings.temporal_ui_port}"
-        console.print(f"task {task_id} started; watch it in the Temporal UI: {ui}", soft_wrap=True)
+        console.print(
+            f"task {task_id} started; watch it in the Temporal UI: {ui}",
+            soft_wrap=True,
+            markup=False,
+        )
         return await watch(client, task_id, console)
     if args.command == "watch":
         return await watch(client, args.task_id, console)

@@ -20,8 +20,9 @@ from temporalio.worker import Worker
 
 from activities.batch import DocumentBatches
 from activities.checkpoint_sink import CheckpointSink, serving
-from activities.documents import load_documents
+from activities.documents import DocumentLoader
 from activities.mirror import MirrorActivities
+from activities.model_check import ModelChecker
 from activities.provider import make_client
 from activities.rate_limits import SharedRateLimiter
 from activities.report_files import ReportStore
@@ -56,7 +57,10 @@ def build_worker(
         SharedRateLimiter(redis, settings.rate_limits) if settings.rate_limits else None,
         settings.mirror_messages,
     )
-    batches = DocumentBatches(steps, ReportStore(settings.report_folder()))
+    reports = ReportStore(settings.report_folder())
+    batches = DocumentBatches(steps, reports)
+    loader = DocumentLoader(reports)
+    checker = ModelChecker(llm, settings.llm_api_key.get_secret_value())
     mirror = MirrorActivities(redis, settings.mirror_messages)
     sink = CheckpointSink(redis, settings.mirror_messages)
     return Worker(
@@ -64,7 +68,8 @@ def build_worker(
         task_queue=settings.task_queue,
         workflows=[DocumentTaskWorkflow],
         activities=[
-            load_documents,
+            loader.load_documents,
+            checker.check_models,
             batches.process_documents,
             steps.embed_chunks,
             steps.summarize_pages,

@@ -19,10 +19,11 @@ WORKER_SHUTDOWN = "WORKER_SHUTDOWN"
 
 
 class ProviderFailure(Exception):
-    """One failed provider call of a step, with what it was doing."""
+    """One failed provider call of a step, with what it was doing; its text (``str``) has
+    the API key blanked, so it may be mirrored or logged."""
 
-    def __init__(self, item: int, where: str, error: BaseException) -> None:
-        super().__init__(f"{where}: {error}")
+    def __init__(self, item: int, where: str, error: BaseException, secret: str) -> None:
+        super().__init__(f"{where}: {provider_message(error, secret)}")
         self.item = item
         self.where = where
         self.error = error

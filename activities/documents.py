@@ -12,12 +12,14 @@ import asyncio
 import hashlib
 import io
 import stat
+from collections import Counter
 from pathlib import Path
 
 from pypdf import PdfReader
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.report_files import ReportStore
 from longtask.models import DocumentRef, LoadRequest
 from longtask.text import chunks_of, split_pages
 
@@ -32,6 +34,12 @@ MAX_DOCUMENT_BYTES = 64 * MIB
 # and every summary would be paid for nothing. A 3 MiB text is about 1,050 pages.
 MAX_DOCUMENT_PAGES = 5_000
 LEAVE_OUT = "or leave it out of the task"
+# A task of thousands of unusable files fails with a summary that fits in Temporal (whose
+# failures and payloads must stay well under 2 MiB): the count of each kind of problem, the
+# first reasons in full, and the whole list in a file beside the task's reports.
+SHOWN_REASONS = 20
+SHOWN_KINDS = 10
+UNUSABLE_LIST = "unusable-documents.txt"
 
 
 def _bad_input(message: str) -> ApplicationError:
@@ -77,7 +85,9 @@ def find_documents(paths: list[str]) -> list[Path]:
             problems.append(problem)
         found.append(path)
     if all(_named_problem(p) is not None for p in found):
-        raise _bad_input("\n".join(problems) or "no documents named; name files or folders")
+        if not problems:
+            raise _bad_input("no documents named; name files or folders")
+        raise _bad_input(reasons_summary("no usable document", problems))
     return found
 
 
@@ -218,24 +228,68 @@ def unusable(index: int, path: Path) -> DocumentRef:
     )
 
 
-@activity.defn(name="load_documents")
-async def load_documents(request: LoadRequest) -> list[DocumentRef]:
-    """Find the task's documents and count their pages and chunks.
+def _kind_of_problem(problem: str) -> str:
+    """What is wrong, without the path: ``"<path>: <what is wrong>; <what to do>"`` gives
+    ``"<what is wrong>"`` (a PDF's parser message, which differs per file, left out)."""
+    _, _, what = problem.partition(": ")
+    what = what.partition(";")[0]
+    return what.partition(" (")[0] or problem
 
-    An unusable document is listed with no pages (its batch reports what is wrong); only a
-    task with no usable document fails here. Parsing runs in a thread so this worker's other
-    steps keep heartbeating meanwhile.
-    """
-    paths = await asyncio.to_thread(find_documents, request.paths)
-    documents = []
-    problems = []
-    for index, path in enumerate(paths):
+
+def reasons_summary(headline: str, problems: list[str], listed_in: str = "") -> str:
+    """Every reason when they are few; else counts by kind, the first reasons, and where the
+    whole list is. Nothing is lost: each kind is counted, each reason is in the file."""
+    if len(problems) <= SHOWN_REASONS:
+        return f"{headline}:\n" + "\n".join(problems)
+    kinds = Counter(_kind_of_problem(problem) for problem in problems).most_common()
+    lines = [f"{headline}: {len(problems):,} documents, none usable:"]
+    lines += [f"  {count:,} x {kind}" for kind, count in kinds[:SHOWN_KINDS]]
+    if len(kinds) > SHOWN_KINDS:
+        rest = sum(count for _, count in kinds[SHOWN_KINDS:])
+        lines.append(f"  {rest:,} x {len(kinds) - SHOWN_KINDS:,} other kinds of problem")
+    lines.append(f"the first {SHOWN_REASONS}:")
+    lines += problems[:SHOWN_REASONS]
+    more = f"... and {len(problems) - SHOWN_REASONS:,} more"
+    lines.append(f"{more}; every reason is in {listed_in}" if listed_in else more)
+    return "\n".join(lines)
+
+
+class DocumentLoader:
+    """Finds a task's documents; writes the reasons of a task with none usable beside its
+    reports, where the user reads them."""
+
+    def __init__(self, reports: ReportStore) -> None:
+        self._reports = reports
+
+    async def _list_reasons(self, problems: list[str]) -> str:
+        """Where the whole list of reasons now is ("" if it could not be written)."""
+        relative = f"{activity.info().workflow_id}/{UNUSABLE_LIST}"
         try:
-            documents.append(await asyncio.to_thread(describe, index, path))
-        except ApplicationError as error:
-            problems.append(error.message)
-            documents.append(unusable(index, path))
-        activity.heartbeat(index)
-    if len(problems) == len(documents):
-        raise _bad_input("no usable document:\n" + "\n".join(problems))
-    return documents
+            await asyncio.to_thread(self._reports.write, relative, "\n".join(problems) + "\n")
+        except OSError as error:
+            activity.logger.warning("list of unusable documents not written: %s", error)
+            return ""
+        return str(self._reports.path_of(relative))
+
+    @activity.defn(name="load_documents")
+    async def load_documents(self, request: LoadRequest) -> list[DocumentRef]:
+        """Find the task's documents and count their pages and chunks.
+
+        An unusable document is listed with no pages (its batch reports what is wrong); only
+        a task with no usable document fails here. Parsing runs in a thread so this worker's
+        other steps keep heartbeating meanwhile.
+        """
+        paths = await asyncio.to_thread(find_documents, request.paths)
+        documents = []
+        problems = []
+        for index, path in enumerate(paths):
+            try:
+                documents.append(await asyncio.to_thread(describe, index, path))
+            except ApplicationError as error:
+                problems.append(error.message)
+                documents.append(unusable(index, path))
+            activity.heartbeat(index)
+        if len(problems) == len(documents):
+            listed_in = await self._list_reasons(problems) if len(problems) > SHOWN_REASONS else ""
+            raise _bad_input(reasons_summary("no usable document", problems, listed_in))
+        return documents

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 
 import openai
 
 from longtask.policies import ErrorKind, StepKind
+from longtask.redaction import redact
 
 # The model route each step kind uses: its command-line option and setting are named after it.
 ROUTE_OF_STEP = {
@@ -51,7 +53,11 @@ def kind_of(error: BaseException) -> ErrorKind:
 
 def retry_after_seconds(error: BaseException) -> float | None:
     """The wait a provider asked for in ``retry-after-ms`` or ``retry-after``; the policy
-    bounds it (``rate_limit_max_wait_seconds``)."""
+    bounds it (``rate_limit_max_wait_seconds``).
+
+    A value that is no wait (``nan``, ``inf``, negative, words) counts as not given: the
+    policy's own wait applies instead of a crash, an endless wait or none at all.
+    """
     if not isinstance(error, openai.APIStatusError):
         return None
     headers = error.response.headers
@@ -60,18 +66,19 @@ def retry_after_seconds(error: BaseException) -> float | None:
         if raw is None:
             continue
         try:
-            return max(float(raw) * scale, 0.0)
+            seconds = float(raw) * scale
         except ValueError:
             continue
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
     return None
 
 
 def provider_message(error: BaseException, secret: str) -> str:
-    """The provider's answer, with the API key blanked should the provider echo it."""
-    text = str(error) or type(error).__name__
-    if secret:
-        text = text.replace(secret, "***")
-    return text[:500]
+    """The provider's answer, with the API key (and anything shaped like a credential)
+    blanked should the provider echo the request; blanked before it is cut short, so no
+    key survives half-cut."""
+    return redact(str(error) or type(error).__name__, secret)[:500]
 
 
 def advice_for(error: BaseException, model: str, step: StepKind) -> str:

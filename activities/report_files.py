@@ -21,7 +21,7 @@ class ReportStore:
     def path_of(self, relative: str) -> Path:
         return self.directory / relative
 
-    def _write(self, relative: str, text: str) -> None:
+    def write(self, relative: str, text: str) -> None:
         path = self.path_of(relative)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.tmp")
@@ -31,5 +31,5 @@ class ReportStore:
 
     async def save(self, task_id: str, document: DocumentRef, text: str) -> str:
         relative = report_file_of(task_id, document)
-        await asyncio.to_thread(self._write, relative, text)
+        await asyncio.to_thread(self.write, relative, text)
         return relative

@@ -25,7 +25,7 @@ from activities.continuation import (
     worth_continuing,
 )
 from activities.documents import pages_of
-from activities.errors import advice_for, kind_of
+from activities.errors import StreamBrokenError, advice_for, kind_of
 from activities.metrics import record_attempt, record_saved_tokens, record_step
 from activities.partials import PartialMirror
 from activities.provider import CallLimits, ChatAnswer, chat, embed, stream_chat
@@ -46,6 +46,20 @@ def _cosine(a: list[float], b: list[float]) -> float:
     dot = sum(x * y for x, y in zip(a, b, strict=True))
     norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
     return dot / norm if norm else 0.0
+
+
+async def with_text(answer: Awaitable[ChatAnswer]) -> ChatAnswer:
+    """The answer, or a failed attempt when it ended properly (a finish reason) with no text.
+
+    An empty answer would become an empty summary or a 0-byte report that looks done; as a
+    failed attempt it is retried like a 5xx and, if it stays empty, fails its document saying so.
+    """
+    answered = await answer
+    if not answered.text.strip():
+        raise StreamBrokenError(
+            "the model sent an empty answer (a finish reason, no text)", ErrorKind.SERVER_ERROR
+        )
+    return answered
 
 
 async def read_document(request: StepRequest) -> list[str]:
@@ -192,7 +206,7 @@ class DocumentSteps:
             # A stream cut after it started is billed for what it sent: that is paid for.
             streamed = estimate_tokens(reporter.streamed_text()) if reporter.chunks else 0
             reporter.attempt_failed(request.model, attempt + 1, failed_as.value.lower(), streamed)
-            raise ProviderFailure(item, where, error) from error
+            raise ProviderFailure(item, where, error, self._api_key) from error
         finally:
             if status != "cancelled":
                 reporter.ledger.stats.add(status)
@@ -272,7 +286,8 @@ class DocumentSteps:
             messages = prompts.summarize_page(request.document.name, page, pages[page])
             answer = await self._attempt(
                 request, reporter, page, where,
-                lambda limits: chat(self._llm, request.model, messages, limits), messages,
+                lambda limits: with_text(chat(self._llm, request.model, messages, limits)),
+                messages,
             )  # fmt: skip
             reporter.item_done(
                 page, answer.text, request.model, answer.prompt_tokens, answer.completion_tokens
@@ -308,7 +323,9 @@ class DocumentSteps:
             mirror.offer(reporter.partial_text(), chunks)
 
         def call(limits: CallLimits) -> Awaitable[ChatAnswer]:
-            return stream_chat(self._llm, request.model, asked, limits, on_text)
+            answer = stream_chat(self._llm, request.model, asked, limits, on_text)
+            # A continuation may rightly add nothing to the text it was given.
+            return answer if resumed else with_text(answer)
 
         async def one(item: int) -> None:
             try:

@@ -102,8 +102,10 @@ class Workers:
 async def start_job(
     client: Client, settings: Settings, folder: Path, task_id: str
 ) -> tuple[TaskInput, WorkflowHandle[Any, TaskResult]]:
-    """A task over every document of ``folder``, as `starter.py start` would begin it."""
-    task = task_input(settings, [str(folder)], task_id)
+    """A task over every document of ``folder``, as `starter.py start` would begin it, less
+    the check of its models: the measurements compare the documents' own calls (with a bare
+    loop, with a crash-free run), and the check's one call per model is no part of them."""
+    task = task_input(settings, [str(folder)], task_id).model_copy(update={"check_models": False})
     await start_task(client, settings, task)
     return task, client.get_workflow_handle(task.task_id, result_type=TaskResult)
 

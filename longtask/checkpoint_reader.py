@@ -14,6 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from longtask.checkpoints import Checkpoint, checkpoint_key, latest_key
+from longtask.task_ids import is_checkpoint_of
 
 
 async def load_checkpoint(
@@ -25,10 +26,14 @@ async def load_checkpoint(
         if latest is None:
             return None
         checkpoint_id = latest.decode() if isinstance(latest, bytes) else latest
-    if not checkpoint_id.startswith(f"{task_id}_"):
+    if not is_checkpoint_of(checkpoint_id, task_id):
         return None
     raw = await redis.get(checkpoint_key(checkpoint_id))
-    return None if raw is None else Checkpoint.model_validate_json(raw)
+    if raw is None:
+        return None
+    checkpoint = Checkpoint.model_validate_json(raw)
+    # The id says whose it is; the body must agree, or it is not this task's to carry on.
+    return checkpoint if checkpoint.task_id == task_id else None
 
 
 async def resume_task(redis: Redis, task_id: str) -> dict[str, Any]:

@@ -5,7 +5,9 @@
 POST /decode and /encode take and return ``{"payloads": [{"metadata": {k: base64}, "data":
 base64}]}``, the codec-server format of the Temporal UI (``temporal server start-dev
 --ui-codec-endpoint http://127.0.0.1:8081``). Whoever reaches it can decrypt, so it listens on
-127.0.0.1 unless told otherwise, and browsers may call it only from the UI's origins.
+127.0.0.1 unless told otherwise, browsers may call it only from the UI's origins, and it
+answers only requests addressed to its own names (``Host``), so a web page that points a name
+of its own at 127.0.0.1 (DNS rebinding) gets nothing from it.
 """
 
 from __future__ import annotations
@@ -45,7 +47,23 @@ def ui_origins(settings: Settings) -> list[str]:
                                f"http://localhost:{port}"]))  # fmt: skip
 
 
-def _handler(codec: EncryptionCodec, origins: set[str]) -> type[BaseHTTPRequestHandler]:
+def host_names(host: str, port: int, extra: Sequence[str] = ()) -> set[str]:
+    """The ``Host`` headers the server answers: its loopback names and the address it listens
+    on (and any names it is told), each with its port, lower case."""
+    names = {"127.0.0.1", "localhost", "[::1]", host, *extra}
+    return {f"{name.lower()}:{port}" for name in names}
+
+
+def body_length(raw: str | None) -> int | None:
+    """The Content-Length as a number of bytes; None when it is missing or no such number."""
+    if raw is None or not (raw.isascii() and raw.isdigit()):
+        return None
+    return int(raw)
+
+
+def _handler(
+    codec: EncryptionCodec, origins: set[str], hosts: set[str]
+) -> type[BaseHTTPRequestHandler]:
     routes: dict[str, Transform] = {"/encode": codec.encode, "/decode": codec.decode}
 
     class CodecHandler(BaseHTTPRequestHandler):
@@ -68,7 +86,16 @@ def _handler(codec: EncryptionCodec, origins: set[str]) -> type[BaseHTTPRequestH
             self.end_headers()
             self.wfile.write(data)
 
+        def _foreign_host(self) -> bool:
+            """Refuse (403) a request addressed to a name that is not this server's."""
+            if (self.headers.get("Host") or "").strip().lower() in hosts:
+                return False
+            self._reply(HTTPStatus.FORBIDDEN, '{"error": "unknown Host"}')
+            return True
+
         def do_OPTIONS(self) -> None:
+            if self._foreign_host():
+                return
             self.send_response(
                 HTTPStatus.NO_CONTENT if self.path in routes else HTTPStatus.NOT_FOUND
             )
@@ -77,12 +104,14 @@ def _handler(codec: EncryptionCodec, origins: set[str]) -> type[BaseHTTPRequestH
             self.end_headers()
 
         def do_POST(self) -> None:
+            if self._foreign_host():
+                return
             transform = routes.get(self.path)
             if transform is None:
                 self._reply(HTTPStatus.NOT_FOUND, '{"error": "POST /encode or /decode"}')
                 return
-            length = int(self.headers.get("Content-Length") or 0)
-            if not 0 < length <= MAX_BODY_BYTES:
+            length = body_length(self.headers.get("Content-Length"))
+            if length is None or not 0 < length <= MAX_BODY_BYTES:
                 self._reply(HTTPStatus.BAD_REQUEST, '{"error": "a JSON body is required"}')
                 return
             try:
@@ -97,15 +126,28 @@ def _handler(codec: EncryptionCodec, origins: set[str]) -> type[BaseHTTPRequestH
 
 
 def make_server(
-    codec: EncryptionCodec, host: str, port: int, origins: Sequence[str]
+    codec: EncryptionCodec,
+    host: str,
+    port: int,
+    origins: Sequence[str],
+    extra_hosts: Sequence[str] = (),
 ) -> ThreadingHTTPServer:
-    return ThreadingHTTPServer((host, port), _handler(codec, set(origins)))
+    hosts = host_names(host, port, extra_hosts)
+    return ThreadingHTTPServer((host, port), _handler(codec, set(origins), hosts))
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m longtask.codec_server", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, help="port (default LTM_CODEC_SERVER_PORT, 8081)")
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name clients reach it by (Host header), besides 127.0.0.1, localhost "
+        "and --host; repeatable",
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -115,7 +157,7 @@ def main(argv: list[str]) -> int:
         return 2
     port = args.port or settings.codec_server_port
     origins = ui_origins(settings)
-    with make_server(codec, args.host, port, origins) as server:
+    with make_server(codec, args.host, port, origins, args.allow_host) as server:
         print(
             f"codec server on http://{args.host}:{port} (encrypting with key id "
             f"{codec.current_key_id!r}; browsers allowed from {', '.join(origins)})",

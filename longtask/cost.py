@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# A price per million tokens: finite and never negative, or a budget would never be reached
+# (``inf``/``nan`` make every comparison false; a negative price lowers the cost so far).
+Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 # US dollars per million tokens, as quoted by the article; a model missing here costs 0.
 DEFAULT_PRICES_PER_MILLION: dict[str, float] = {
@@ -133,6 +139,8 @@ class CostLedger(BaseModel):
 
 class TaskBudget(BaseModel):
     """Where a task stops: money and/or tokens over all its runs; None means no limit."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     max_cost_usd: float | None = Field(None, gt=0)
     max_tokens: int | None = Field(None, gt=0)

@@ -1,4 +1,9 @@
-"""Rich terminal views of a task: live progress bars and the final reports."""
+"""Rich terminal views of a task: live progress bars and the final reports.
+
+Rich reads ``[...]`` in a string as markup. Names, model names, answers and error messages come
+from outside (a file named ``[red]notes.md``, a report containing ``[/bold]``): they are
+escaped, or passed as ``Text``, so they print as they are and never crash the view.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,11 @@ from datetime import timedelta
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
+from rich.text import Text
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError
 
@@ -64,7 +71,7 @@ async def show_live(handle: WorkflowHandle[Any, Any], console: Console) -> None:
                     f"${status.cost_so_far:.6f}  retries {retries}  {status.state.value}"
                 )
                 if task_bar is None:
-                    task_bar = bars.add_task(f"task {record.task_id}", total=100, info="")
+                    task_bar = bars.add_task(f"task {escape(record.task_id)}", total=100, info="")
                 bars.update(task_bar, completed=record.progress, info=info)
                 in_flight = [d for d in status.tree.children if d.name not in ROLLED_UP]
                 for name in set(document_bars) - {d.name for d in in_flight}:
@@ -72,7 +79,7 @@ async def show_live(handle: WorkflowHandle[Any, Any], console: Console) -> None:
                 for document in in_flight:
                     if document.name not in document_bars:
                         document_bars[document.name] = bars.add_task(
-                            f"  {document.name}", total=100, info=""
+                            f"  {escape(document.name)}", total=100, info=""
                         )
                     bars.update(
                         document_bars[document.name],
@@ -88,24 +95,29 @@ def print_result(result: TaskResult, console: Console) -> None:
     shown = result.documents if len(result.documents) <= PRINTED_REPORTS else []
     for document in shown:
         if document.report:
-            console.print(Panel(document.report, title=f"report: {document.name}"))
+            title = f"report: {escape(document.name)}"
+            console.print(Panel(Text(document.report), title=title))
         else:
-            console.print(Panel(document.error, title=f"{document.name}: {document.state.value}"))
+            title = f"{escape(document.name)}: {document.state.value}"
+            console.print(Panel(Text(document.error), title=title))
     if not shown:
         failed = [d for d in result.documents if d.state is not TaskState.COMPLETED]
         for document in failed[:PRINTED_REPORTS]:
-            console.print(f"{document.name}: {document.state.value}: {document.error}")
+            console.print(
+                f"{document.name}: {document.state.value}: {document.error}", markup=False
+            )
         if len(failed) > PRINTED_REPORTS:
             console.print(f"... and {len(failed) - PRINTED_REPORTS} more failed documents")
     print_ledger(result, console)
     done = sum(1 for d in result.documents if d.state is TaskState.COMPLETED)
     if result.reason and result.state is not TaskState.COMPLETED:
-        console.print(f"{result.state.value}: {result.reason}", soft_wrap=True)
+        console.print(f"{result.state.value}: {result.reason}", soft_wrap=True, markup=False)
     console.print(
         f"task {result.task_id} {result.state.value}: {len(result.documents)} document(s) "
         f"({done} reported), {result.usage.total_tokens} tokens, "
         f"cost so far ${result.cost_so_far:.6f}",
         soft_wrap=True,
+        markup=False,
     )
 
 
@@ -119,7 +131,7 @@ def print_ledger(result: TaskResult, console: Console) -> None:
         )
     for entry in result.ledger.rows():
         table.add_row(
-            entry.step, entry.model, str(entry.attempt), entry.status, str(entry.calls),
+            entry.step, Text(entry.model), str(entry.attempt), entry.status, str(entry.calls),
             str(entry.prompt_tokens), str(entry.completion_tokens), str(entry.saved_tokens),
             f"{entry.cost():.6f}",
         )  # fmt: skip

@@ -8,9 +8,9 @@ from datetime import datetime
 from pathlib import PurePath
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from longtask.cost import DEFAULT_PRICES_PER_MILLION, CostLedger, TaskBudget, TokenUsage
+from longtask.cost import DEFAULT_PRICES_PER_MILLION, CostLedger, Price, TaskBudget, TokenUsage
 from longtask.policies import StepKind, TimeoutPolicy
 from longtask.progress import ProgressNode, ProgressRecord
 from longtask.states import TaskState, TaskStateMachine, Transition
@@ -66,24 +66,31 @@ class ResumePoint(BaseModel):
 
 
 class TaskInput(BaseModel):
+    # A deadline of inf or nan would never pass (nor fire): every number here is finite.
+    model_config = ConfigDict(allow_inf_nan=False)
+
     task_id: str
     paths: list[str] = Field(min_length=1)
     models: ModelRoute
     policy: TimeoutPolicy = Field(default_factory=TimeoutPolicy)
-    heartbeat_timeout_seconds: float = 2.0
+    heartbeat_timeout_seconds: float = Field(2.0, gt=0)
     # Documents in flight at most, and documents one batch activity carries at most.
     document_concurrency: int = 4
     batch_documents: int = Field(16, ge=1, le=256)
     call_concurrency: int = 8
     budget: TaskBudget = Field(default_factory=TaskBudget)
     # US dollars per million tokens per model (SPEC section 7), fixed for the task's lifetime.
-    prices: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_PRICES_PER_MILLION))
-    deadline_seconds: float = 24 * 3600
+    prices: dict[str, Price] = Field(default_factory=lambda: dict(DEFAULT_PRICES_PER_MILLION))
+    deadline_seconds: float = Field(24 * 3600, gt=0)
     resume_from: ResumePoint | None = None
     # Past this many history events the task continues as a new run, carrying its state.
     max_history_events: int = Field(20_000, ge=50, le=50_000)
     # Publish state, progress and cost as search attributes (only where they are registered).
     search_attributes: bool = False
+    # Check each model of the route with one tiny call before any document's first step, so
+    # an unknown model or a refused key ends the task before anything is paid for. Off for
+    # tasks begun before the check existed.
+    check_models: bool = False
     carried: CarriedState | None = None
 
 
@@ -175,6 +182,13 @@ class StepResult(BaseModel):
     stats: CallStats = Field(default_factory=CallStats)
     ledger: CostLedger = Field(default_factory=CostLedger)
     model: str = ""
+
+
+class ModelCheckResult(BaseModel):
+    """What checking a task's models cost: one tiny call per model, booked like any other."""
+
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    ledger: CostLedger = Field(default_factory=CostLedger)
 
 
 class BatchRequest(BaseModel):

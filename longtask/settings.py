@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
@@ -16,8 +17,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as UnparsedSettingError
 
-from longtask.cost import DEFAULT_PRICES_PER_MILLION
+from longtask.cost import DEFAULT_PRICES_PER_MILLION, Price
 from longtask.policies import ModelQuota, TimeoutPolicy
 
 ENV_PREFIX = "LTM_"
@@ -65,7 +67,8 @@ class Settings(BaseSettings):
     workers read it from their own environment and no other process ever needs it.
     """
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    # No setting is a number that is not one: inf or nan deadlines, waits or budgets are refused.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", allow_inf_nan=False)
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = Field("default", min_length=1)
@@ -118,7 +121,7 @@ class Settings(BaseSettings):
     budget_usd: float | None = Field(None, gt=0)
     budget_tokens: int | None = Field(None, gt=0)
     # US dollars per million tokens per model (JSON object), e.g. {"gpt-4.1": 8.0}.
-    prices: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_PRICES_PER_MILLION))
+    prices: dict[str, Price] = Field(default_factory=lambda: dict(DEFAULT_PRICES_PER_MILLION))
     # Overall deadline of a task; past it the task ends timed out with its checkpoints intact.
     task_deadline_seconds: float = Field(24 * 3600, gt=0)
 
@@ -139,6 +142,9 @@ class Settings(BaseSettings):
     # UI, http://127.0.0.1:{temporal_ui_port} and http://localhost:{temporal_ui_port}).
     codec_server_port: int = Field(8081, ge=1, le=65535)
     codec_cors_origins: str = ""
+    # Before a task's first document, check each model of its route with one tiny call, so
+    # an unknown model (404) or a refused key ends the task before anything is paid for.
+    check_models: bool = True
     # false: the Redis mirror leaves out conversation text, streamed text, step outputs and
     # error text, keeping ids, structure, progress and counters (docs/privacy.md).
     mirror_messages: bool = True
@@ -271,10 +277,22 @@ class Settings(BaseSettings):
         return parts.hostname or "127.0.0.1", parts.port or default
 
 
+def _unparsed(error: UnparsedSettingError) -> str:
+    """One line naming the variable whose value could not be parsed, and why."""
+    field = re.search(r'field "(\w+)"', str(error))
+    name = f"{ENV_PREFIX}{field.group(1).upper()}" if field else "a setting"
+    why = error.__cause__
+    detail = f" ({why})" if why is not None else ""
+    return f"{name}: not valid JSON{detail}; write a JSON object"
+
+
 def load_settings() -> Settings:
     """Read the settings, turning a validation error into one line per bad variable."""
     try:
         return Settings()
+    except UnparsedSettingError as error:
+        # A JSON setting (LTM_PRICES, LTM_RATE_LIMITS) that is not JSON fails before validation.
+        raise SettingsError(f"invalid setting: {_unparsed(error)}") from None
     except ValidationError as error:
         lines = []
         for problem in error.errors():
@@ -283,4 +301,6 @@ def load_settings() -> Settings:
                 continue
             field = str(problem["loc"][0])
             lines.append(f"{ENV_PREFIX}{field.upper()}: {problem['msg']}")
-        raise SettingsError("invalid setting:\n  " + "\n  ".join(lines)) from None
+        if len(lines) == 1:
+            raise SettingsError(f"invalid setting: {lines[0]}") from None
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

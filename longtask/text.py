@@ -9,24 +9,33 @@ CHUNK_CHARS = 800
 
 
 def _pack(pieces: list[str], limit: int, joiner: str) -> list[str]:
-    """Greedily join pieces up to ``limit`` characters; a piece longer than that is cut."""
+    """Greedily join pieces up to ``limit`` characters; a piece longer than that is cut.
+
+    Linear in the text's length: a long piece is cut by index, never by slicing off its
+    head again and again (a 32 MiB paragraph would be copied some 11,000 times), and the
+    page being filled is a list of pieces joined once.
+    """
     packed: list[str] = []
-    current = ""
+    current: list[str] = []
+    size = 0  # characters of joiner.join(current)
     for piece in pieces:
-        while len(piece) > limit:
+        if len(piece) > limit:
             if current:
-                packed.append(current)
-                current = ""
-            packed.append(piece[:limit])
-            piece = piece[limit:]
-        candidate = f"{current}{joiner}{piece}" if current else piece
-        if len(candidate) > limit and current:
-            packed.append(current)
-            current = piece
+                packed.append(joiner.join(current))
+                current, size = [], 0
+            # Whole parts of ``limit`` characters; the rest (1 to ``limit``) fills on.
+            rest = (len(piece) - 1) // limit * limit
+            packed.extend(piece[start : start + limit] for start in range(0, rest, limit))
+            piece = piece[rest:]
+        grown = size + len(joiner) + len(piece) if current else len(piece)
+        if grown > limit and current:
+            packed.append(joiner.join(current))
+            current, size = [piece], len(piece)
         else:
-            current = candidate
+            current.append(piece)
+            size = grown
     if current:
-        packed.append(current)
+        packed.append(joiner.join(current))
     return packed
 
 

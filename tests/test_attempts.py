@@ -25,7 +25,7 @@ def status_error(status: int, headers: dict[str, str] | None = None) -> openai.A
 
 
 def failure(item: int, error: BaseException) -> ProviderFailure:
-    return ProviderFailure(item, f"summarize page {item + 1}/9 of a.pdf", error)
+    return ProviderFailure(item, f"summarize page {item + 1}/9 of a.pdf", error, SECRET)
 
 
 def server_error() -> BaseException:
@@ -108,3 +108,36 @@ def test_a_server_error_never_retries_sooner_than_its_retry_after() -> None:
         [failure(0, status_error(503, {"retry-after": "8"}))], AttemptLedger(), POLICY, SECRET
     )
     assert error.next_retry_delay == timedelta(seconds=8)
+
+
+def test_a_retry_after_that_is_no_wait_falls_back_to_the_policy_wait() -> None:
+    """nan, inf, a negative number or words: the provider named no usable wait."""
+    for raw in ("nan", "inf", "-inf", "-5", "NaN", "soon", ""):
+        for name in ("retry-after", "retry-after-ms"):
+            limited = step_failure(
+                [failure(0, status_error(429, {name: raw}))], AttemptLedger(), POLICY, SECRET
+            )
+            assert limited.next_retry_delay == timedelta(seconds=5), (name, raw)
+            unavailable = step_failure(
+                [failure(0, status_error(503, {name: raw}))], AttemptLedger(), POLICY, SECRET
+            )
+            assert unavailable.next_retry_delay == timedelta(seconds=5), (name, raw)
+
+
+def test_a_usable_retry_after_ms_wins_over_a_useless_retry_after() -> None:
+    headers = {"retry-after-ms": "nan", "retry-after": "2"}
+    error = step_failure([failure(0, status_error(429, headers))], AttemptLedger(), POLICY, SECRET)
+    assert error.next_retry_delay == timedelta(seconds=2)
+
+
+def test_an_echoed_authorization_header_never_reaches_the_failure_text() -> None:
+    echoed = openai.APIError(
+        "invalid request: header Authorization: Bearer sk-live-abcdefghijklmnop was refused",
+        request=httpx.Request("POST", "http://127.0.0.1/v1/chat/completions"),
+        body=None,
+    )
+    one = failure(0, echoed)
+    error = step_failure([one], AttemptLedger(), POLICY, SECRET)
+    for text in (error.message, str(one)):
+        assert "sk-live" not in text and "abcdefghijklmnop" not in text
+        assert "Bearer ***" in text

@@ -22,7 +22,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from activities.documents import MAX_DOCUMENT_PAGES, read_pages
+from activities.documents import LEAVE_OUT, MAX_DOCUMENT_PAGES, read_pages
 from longtask.models import ModelRoute, TaskResult
 from longtask.settings import Settings
 from longtask.states import TaskState
@@ -207,6 +207,35 @@ async def test_no_usable_document_fails_the_task_at_once_with_every_reason(
     checkpoint = await read_json(redis, f"checkpoint:{latest}")
     assert checkpoint["state"]["variables"]["state"] == "failed"
     assert checkpoint["error"] == result.reason
+
+
+async def test_thousands_of_empty_files_keep_every_reason_within_temporals_limits(
+    client: Client, settings: Settings, worker: Worker, llm: LlmServer, tmp_path: Path
+) -> None:
+    """25,000 reasons would make a 3 MB failure, past what Temporal carries: the task fails
+    with counts by kind and the first reasons, and the whole list is in a file."""
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    for n in range(25_000):
+        (folder / f"note-{n:05d}.txt").touch()
+    (folder / "binary.txt").write_bytes(b"\x00\x01 not text")
+    task, handle = await start(client, settings, [folder])
+    result = await failed_result(handle)
+    reason = result.reason
+    assert len(reason.encode()) < 16 * 1024
+    assert reason.startswith("no usable document: 25,001 documents, none usable:")
+    assert "  25,000 x no text found in the document\n" in reason
+    assert "  1 x binary data, not text\n" in reason
+    assert f"{folder / 'binary.txt'}: binary data" in reason  # sorted first, shown in full
+    listed = settings.report_folder() / task.task_id / "unusable-documents.txt"
+    assert f"every reason is in {listed}" in reason
+    lines = listed.read_text().splitlines()
+    assert len(lines) == 25_001
+    assert (
+        f"{folder / 'note-24999.txt'}: no text found in the document; add text, {LEAVE_OUT}"
+        in lines
+    )
+    assert llm.count("/chat/completions") == 0
 
 
 async def test_an_unknown_model_names_the_option_to_fix(

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -82,7 +83,9 @@ async def test_run_prints_each_report_and_the_cost(
     done = await starter(settings, "run", str(EXAMPLES), "--model-final", "house-final-model")
     assert done.returncode == 0, done.stderr
     # The task's own model route: every report went to the model named for this task.
-    assert llm.count("/chat/completions", "house-final-model") == 3
+    # One call checks the model as the task starts (LTM_CHECK_MODELS, on by default), then
+    # one report per document.
+    assert llm.count("/chat/completions", "house-final-model") == 1 + 3
     assert llm.count("/chat/completions", "gpt-4.1") == 0
     for name in ("heat-pump-field-study.pdf", "incident-postmortem.txt"):
         assert f"report: {name}" in done.stdout
@@ -95,3 +98,41 @@ def test_missing_path_is_refused_before_anything_starts(tmp_path: Path) -> None:
     refused = run_starter(settings, "start", str(tmp_path / "nope"))
     assert refused.returncode == 2
     assert "no such file or folder" in refused.stderr
+
+
+def test_a_budget_that_is_no_number_is_refused_in_one_line() -> None:
+    settings = Settings()
+    for value in ("inf", "nan", "-1"):
+        refused = run_starter(settings, "start", str(EXAMPLES), "--budget-usd", value)
+        assert refused.returncode == 2, value
+        assert "budget" in refused.stderr and "Traceback" not in refused.stderr, value
+
+
+def test_a_task_id_with_a_trailing_newline_is_refused(settings: Settings) -> None:
+    refused = run_starter(settings, "start", str(EXAMPLES), "--task-id", "rc\n")
+    assert refused.returncode == 2
+    assert "task id 'rc\\n'" in refused.stderr
+
+
+async def test_markup_in_names_models_and_answers_is_printed_as_it_is(
+    client: Client,
+    settings: Settings,
+    worker: Worker,
+    llm: LlmServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rich reads "[...]" as markup: a closing tag that opens nothing would crash `run`, an
+    opening one would vanish."""
+    document = tmp_path / "[red]notes.md"
+    document.write_text("Minutes.\n\nThe [red] team met [/red] twice and agreed on a plan.")
+    model = "[/i]final"
+    answer = "Plan [/bold] agreed [red]"
+    llm.add({"type": "reply", "text": answer, "times": None})  # every chat answer
+    monkeypatch.setenv("COLUMNS", "200")  # wide enough for the ledger's model column
+    done = await starter(settings, "run", str(document), "--model-final", model)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "report: [red]notes.md" in done.stdout  # shown, not taken for a colour
+    assert answer in done.stdout
+    assert model in done.stdout  # its row of the cost ledger

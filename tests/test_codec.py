@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -363,3 +365,49 @@ def test_codec_server_without_keys_exits_naming_the_variables() -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "LTM_PAYLOAD_KEYS" in done.stderr and "LTM_PAYLOAD_KEY_FILE" in done.stderr
+
+
+def raw_request(url: str, method: str, headers: dict[str, str], body: bytes = b"") -> int:
+    """A request with exactly these headers (Host and Content-Length included), as a hostile
+    page or client could send it; the status answered."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    try:
+        connection.putrequest(method, "/decode", skip_host=True, skip_accept_encoding=True)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_the_codec_server_answers_only_to_its_own_host_names(
+    codec_server: tuple[str, str],
+) -> None:
+    """A page on another site that points its own name at 127.0.0.1 (DNS rebinding) sends its
+    own name as Host: refused, whatever the body."""
+    url, _ = codec_server
+    port = urllib.parse.urlsplit(url).port
+    body = json_format.MessageToJson(Payloads()).encode()
+    length = str(len(body))
+    for host in (f"attacker.example:{port}", "attacker.example", f"127.0.0.1.nip.io:{port}"):
+        for method in ("POST", "OPTIONS"):
+            headers = {"Host": host, "Content-Length": length, "Origin": UI_ORIGIN}
+            assert raw_request(url, method, headers, body) == 403, (host, method)
+    assert raw_request(url, "POST", {"Content-Length": length}, body) == 403  # no Host at all
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}"):
+        assert raw_request(url, "POST", {"Host": host, "Content-Length": length}, body) == 200
+
+
+def test_the_codec_server_answers_a_bad_content_length_with_400(
+    codec_server: tuple[str, str],
+) -> None:
+    url, _ = codec_server
+    host = urllib.parse.urlsplit(url).netloc
+    for length in ("abc", "-5", "1e3", "", " 12x"):
+        headers = {"Host": host, "Content-Length": length}
+        assert raw_request(url, "POST", headers) == 400, length
+    # Still serving after all of them.
+    body = json_format.MessageToJson(Payloads()).encode()
+    assert raw_request(url, "POST", {"Host": host, "Content-Length": str(len(body))}, body) == 200

@@ -76,3 +76,28 @@ def test_a_document_changed_mid_task_is_refused(tmp_path: Path) -> None:
     ref = DocumentRef(index=0, path=str(path), name="a.txt", sha256="0" * 64, pages=1, chunks=1)
     with pytest.raises(ApplicationError, match="changed while the task ran"):
         pages_of(ref)
+
+
+def test_a_32_mib_paragraph_is_split_whole_then_refused_by_its_page_count(
+    tmp_path: Path,
+) -> None:
+    """Cut by index. Were the split quadratic (the rest of the paragraph copied once per
+    page cut off), the small pages below would copy some 5 TB and the suite's timeout would
+    end the test; cut by index, it is a fraction of a second."""
+    paragraph = ("figure " * (32 * 1024 * 1024 // 7)).strip()
+    for page_chars in (PAGE_CHARS, 100):
+        pages = split_pages(paragraph, page_chars)
+        assert len(pages) == -(-len(paragraph) // page_chars)
+        assert all(len(page) == page_chars for page in pages[:-1])
+        assert "".join(pages) == paragraph
+    big = tmp_path / "one-paragraph.txt"
+    big.write_text(paragraph)
+    with pytest.raises(ApplicationError, match="pages, more than the 5,000"):
+        read_pages(big)
+
+
+def test_many_short_paragraphs_fill_pages_in_order() -> None:
+    paragraphs = [f"p{n}" for n in range(200_000)]
+    pages = split_pages("\n\n".join(paragraphs))
+    assert all(len(page) <= PAGE_CHARS for page in pages)
+    assert "\n\n".join(pages).split("\n\n") == paragraphs

@@ -31,7 +31,7 @@ async def provider(llm: LlmServer) -> AsyncIterator[openai.AsyncOpenAI]:
 
 def classified(error: BaseException, where: str) -> ApplicationError:
     """How a step fails after this one provider failure, as the step itself decides."""
-    failure = ProviderFailure(0, where, error)
+    failure = ProviderFailure(0, where, error, TEST_API_KEY)
     return step_failure([failure], AttemptLedger(), TimeoutPolicy(), TEST_API_KEY)
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
 
 import pytest
+from pydantic import ValidationError
 
+from longtask.models import ModelRoute, TaskInput
 from longtask.settings import Settings, SettingsError, load_settings
 from tests.conftest import ROOT
 
@@ -46,6 +49,19 @@ def test_environment_overrides_every_address(monkeypatch: pytest.MonkeyPatch) ->
         ("LTM_LLM_BASE_URL", "127.0.0.1:8000"),
         ("LTM_HEARTBEAT_TIMEOUT_SECONDS", "soon"),
         ("LTM_DOCUMENT_CONCURRENCY", "0"),
+        ("LTM_TASK_DEADLINE_SECONDS", "inf"),
+        ("LTM_TASK_DEADLINE_SECONDS", "nan"),
+        ("LTM_BUDGET_USD", "inf"),
+        ("LTM_BUDGET_USD", "nan"),
+        ("LTM_HEARTBEAT_TIMEOUT_SECONDS", "nan"),
+        ("LTM_RATE_LIMIT_MAX_WAIT_SECONDS", "nan"),
+        ("LTM_PRICES", '{"gpt-4.1": -8}'),
+        ("LTM_PRICES", '{"gpt-4.1": "Infinity"}'),
+        ("LTM_PRICES", '{"gpt-4.1": NaN}'),
+        ("LTM_PRICES", '{"gpt-4.1": 8'),
+        ("LTM_PRICES", "[8]"),
+        ("LTM_RATE_LIMITS", '{"gpt-4.1": {"rpm": 5'),
+        ("LTM_RATE_LIMITS", "not json"),
     ],
 )
 def test_bad_value_names_the_variable(
@@ -71,3 +87,33 @@ def test_programs_refuse_to_start_on_a_bad_setting(program: str) -> None:
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert "LTM_REDIS_URL" in done.stderr
+
+
+@pytest.mark.parametrize("program", ["worker.py", "starter.py"])
+@pytest.mark.parametrize("variable", ["LTM_PRICES", "LTM_RATE_LIMITS"])
+def test_programs_name_a_malformed_json_setting_in_one_line(program: str, variable: str) -> None:
+    env = {**os.environ, variable: '{"gpt-4.1": 8'}
+    args = [sys.executable, str(ROOT / program)]
+    if program == "starter.py":
+        args += ["status", "some-task"]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert variable in done.stderr and "JSON" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_task_input_refuses_endless_deadlines_and_negative_prices() -> None:
+    route = ModelRoute(embedding="e", intermediate="i", reasoning="r", final="f")
+    good = TaskInput(task_id="t", paths=["a.txt"], models=route)
+    for change in (
+        {"deadline_seconds": math.inf},
+        {"deadline_seconds": math.nan},
+        {"deadline_seconds": 0},
+        {"prices": {"f": -1.0}},
+        {"prices": {"f": math.inf}},
+        {"budget": {"max_cost_usd": math.inf}},
+        {"budget": {"max_cost_usd": math.nan}},
+    ):
+        with pytest.raises(ValidationError):
+            TaskInput.model_validate({**good.model_dump(), **change})

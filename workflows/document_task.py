@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         CallStats,
         DocumentRef,
         LoadRequest,
+        ModelCheckResult,
         ProgressEvent,
         ResumeRequest,
         ResumeState,
@@ -41,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
     from longtask.progress import CheckpointCadence
     from longtask.search_attributes import TASK_COST, TASK_PROGRESS, TASK_STATE
     from longtask.states import TaskState
+    from longtask.task_ids import INVALID_TASK_ID, task_id_problem
     from workflows.task_book import TaskBook
 
 KIND_OF_ACTIVITY: dict[str, StepKind] = {}
@@ -83,6 +85,19 @@ def failure_of(error: ActivityError) -> tuple[str, StepKind | None, CallStats | 
     return cause.message, KIND_OF_ACTIVITY.get(error.activity_type or ""), stats
 
 
+def _check_task_id(task_id: str) -> None:
+    """A task started past the starter (straight through a Temporal client) meets the same
+    rule on task ids: it fails at once, before any write names its keys or report folder."""
+    problem = task_id_problem(task_id)
+    if problem is None and task_id != workflow.info().workflow_id:
+        problem = (
+            f"task id {task_id!r} differs from its workflow id {workflow.info().workflow_id!r}; "
+            "start the task with the workflow id equal to its task id"
+        )
+    if problem is not None:
+        raise ApplicationError(problem, type=INVALID_TASK_ID, non_retryable=True)
+
+
 @workflow.defn(name="DocumentTask")
 class DocumentTaskWorkflow:
     @workflow.init
@@ -101,6 +116,8 @@ class DocumentTaskWorkflow:
 
     @workflow.run
     async def run(self, task: TaskInput) -> TaskResult:
+        if workflow.patched("task-id-checked"):
+            _check_task_id(task.task_id)
         # Checkpoints reach Redis through the worker's sink (activities/checkpoint_sink.py
         # says why); runs begun before it keep the local activity they recorded.
         self._sink = workflow.patched("checkpoint-sink")
@@ -152,6 +169,9 @@ class DocumentTaskWorkflow:
             retry_policy=self._task.policy.retry_policy(),
             summary=f"find documents in {', '.join(self._task.paths)}",
         )
+        # A run carried over by continue-as-new checked its models already.
+        if self._task.check_models and self._task.carried is None:
+            await self._check_models()
         resume_from = self._task.resume_from
         if resume_from is not None:
             resumed = await workflow.execute_activity(
@@ -180,6 +200,31 @@ class DocumentTaskWorkflow:
                 processing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await processing
+
+    async def _check_models(self) -> None:
+        """One tiny call per model before any document's first step; an unknown model or a
+        refused key fails the task here (an ActivityError), its cost booked either way."""
+        try:
+            checked: ModelCheckResult = await workflow.execute_activity(
+                "check_models",
+                self._task.models,
+                result_type=ModelCheckResult,
+                # Each call is bounded at 60 s; a worker lost meanwhile costs no more than this.
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=self._task.policy.retry_policy(),
+                summary="check each model of the route once",
+            )
+        except ActivityError as error:
+            cause = error.cause
+            if isinstance(cause, ApplicationError) and cause.details:
+                with contextlib.suppress(ValueError):
+                    self._book_check(ModelCheckResult.model_validate(cause.details[0]))
+            raise
+        self._book_check(checked)
+
+    def _book_check(self, checked: ModelCheckResult) -> None:
+        self._book.usage.merge(checked.usage)
+        self._book.ledger.merge(checked.ledger)
 
     async def _process_all(self, documents: list[DocumentRef]) -> None:
         if not workflow.patched("document-batches"):

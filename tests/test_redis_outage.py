@@ -4,14 +4,17 @@ again once Redis is back, even empty."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 from temporalio.client import Client
 
 from activities.provider import make_client
 from longtask.connections import connect_redis
+from longtask.live_view import query_status
 from longtask.settings import Settings
 from longtask.states import TaskState
 from tests.servers import LlmServer, RedisServer
@@ -78,5 +81,83 @@ async def test_redis_killed_and_back_empty_mid_task(
         snapshot = await read_json(redis, f"task:{task.task_id}:checkpoint")
         assert snapshot["status"]["step"] == snapshot["status"]["total"]
         assert await redis.ttl(f"task:{task.task_id}:checkpoint") > 0
+    finally:
+        await redis.aclose()
+
+
+async def mirrored_step(redis: Redis, task_id: str) -> int:
+    """The step count of the task's newest progress snapshot in Redis (0 when none)."""
+    raw = await redis.get(f"task:{task_id}:checkpoint")
+    return int(json.loads(raw)["status"]["step"]) if raw else 0
+
+
+async def test_the_mirror_follows_the_task_again_after_redis_was_away(
+    client: Client,
+    outage_settings: Settings,
+    own_redis: RedisServer,
+    llm: LlmServer,
+    tmp_path: Path,
+) -> None:
+    """A failed write does not end mirroring: once Redis is back the mirror keeps up."""
+    llm.add({"type": "delay", "seconds": 0.2, "times": None})
+    paths = write_documents(tmp_path / "docs", count=6, pages=4)
+    task, handle = await start(client, outage_settings, paths, document_concurrency=1)
+    await wait_for_status(handle, lambda s: s.record.step >= 3)
+    own_redis.stop()
+    away = await wait_for_status(handle, lambda s: s.record.step >= 8, seconds=60)
+    own_redis.start()  # empty, while the task still runs
+
+    redis = connect_redis(outage_settings)
+    try:
+        # While the task runs, the mirror shows steps the task made after Redis came back.
+        seen = 0
+        for _ in range(300):
+            status = await query_status(handle)
+            if status is None or status.state is not TaskState.RUNNING:
+                break
+            seen = max(seen, await mirrored_step(redis, task.task_id))
+            if seen > away.record.step:
+                break
+            await asyncio.sleep(0.1)
+        assert seen > away.record.step, "the mirror stopped following the task"
+        result = await handle.result()
+        assert result.state is TaskState.COMPLETED
+    finally:
+        await redis.aclose()
+
+
+async def test_redis_gone_as_the_task_ends_leaves_it_completed(
+    client: Client,
+    outage_settings: Settings,
+    own_redis: RedisServer,
+    llm: LlmServer,
+    tmp_path: Path,
+) -> None:
+    """The task's outcome never depends on its mirror; the mirror catches up afterwards."""
+    paths = write_documents(tmp_path / "docs", count=4, pages=2)
+    # One document at a time, each report waiting: Redis is surely gone before the task ends.
+    llm.add({"type": "delay", "seconds": 1.5, "times": None, "match": {"model": "gpt-4.1"}})
+    task, handle = await start(client, outage_settings, paths, document_concurrency=1)
+    await wait_for_status(handle, lambda s: s.record.step >= 2, seconds=60)
+    own_redis.stop()
+    assert (await query_status(handle)).state is TaskState.RUNNING  # type: ignore[union-attr]
+
+    result = await handle.result()
+    assert result.state is TaskState.COMPLETED
+    description = await handle.describe()
+    assert description.status is not None and description.status.name == "COMPLETED"
+
+    own_redis.start()  # back, empty: the worker's sink still holds the final checkpoint
+    redis = connect_redis(outage_settings)
+    try:
+        for _ in range(150):
+            if await redis.exists(f"task:{task.task_id}:latest"):
+                break
+            await asyncio.sleep(0.1)
+        checkpoint = await read_json(
+            redis, f"checkpoint:{await read_text(redis, f'task:{task.task_id}:latest')}"
+        )
+        assert checkpoint["state"]["variables"]["state"] == "completed"
+        assert checkpoint["progress"] == 100.0
     finally:
         await redis.aclose()

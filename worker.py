@@ -82,6 +82,7 @@ def build_worker(
         default_heartbeat_throttle_interval=heartbeat / 4,
         sticky_queue_schedule_to_start_timeout=max(heartbeat, timedelta(seconds=1)),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        max_cached_workflows=settings.max_cached_workflows,
         # The checkpoint sink runs as long as the worker, and flushes after it stops.
         plugins=[
             SimplePlugin(

@@ -1,12 +1,16 @@
 """Carries checkpoints from workflow code to the Redis mirror, with no command and no history.
 
-Why not a local activity: a local activity's result can reach workflow code in a later workflow
-task than the one whose completion recorded its marker (temporalio 1.35: a status query that
-arrives while the local activity runs makes the SDK core complete the workflow task early; the
-marker still names the first activation, so a replay delivers the result sooner than the live
-run saw it). Any command issued on that result (a search-attribute upsert, a timer) then lands
-in a different order on replay, and the history no longer replays. A mirror write therefore
-must not be something the workflow waits for.
+Why not a local activity: its result can reach workflow code one workflow task later than the
+task whose completion recorded its marker. In temporalio 1.35 (sdk-core ``managed_run.rs``,
+``prepare_complete_resp``), a workflow task that answers a query while a local-activity result
+waits to be handed to the workflow is completed at once with the marker, and the result goes
+out with the next task, after that task's own events; the marker still names the first
+activation, and a replay hands the result over there. A status query during a checkpoint write
+is all it takes (``starter.py run`` and ``watch`` query all the time), and it happens more on
+a loaded machine. Any command issued on that result (a search-attribute upsert, a timer) then
+falls in another place on replay, and the history no longer replays
+(tests/histories/local-activity-race/). A mirror write therefore must not be something the
+workflow waits for.
 
 The sink works like the workflow logger: workflow code hands it the newest checkpoint (only
 when not replaying), which costs no command and no event; a task on the worker's event loop

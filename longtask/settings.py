@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     # Provider quotas per model shared by all workers through Redis (JSON object), e.g.
     # {"gpt-4.1": {"rpm": 500, "tpm": 30000}}; models not named are not paced.
     rate_limits: dict[str, ModelQuota] = Field(default_factory=dict)
+    # Workflows a worker keeps in memory between their workflow tasks (the SDK's default). 0
+    # makes every workflow task replay the task's whole history: slow, and a strict check that
+    # every path replays (the tests run workers that way).
+    max_cached_workflows: int = Field(1000, ge=0, le=100_000)
     # Where the worker serves Prometheus metrics (0 turns them off).
     metrics_port: int = Field(9464, ge=0, le=65535)
     # How often a running step tells its workflow how far it got (each signal is history).

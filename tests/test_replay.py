@@ -103,3 +103,50 @@ def test_committed_histories_hold_no_api_key() -> None:
     for path in committed():
         for key in (RECORDING_API_KEY, TEST_API_KEY):
             assert not holds_secret(load(path), key), path.name
+
+
+RACE = HISTORIES / "local-activity-race" / "nondeterminism-300-documents.json"
+
+
+def late_local_activity_results(events: list[dict[str, Any]]) -> list[int]:
+    """Markers of the mirror's local activity left alone at the end of their workflow task.
+
+    In a run of the local-activity mirror, a written checkpoint is followed at once by the
+    search-attribute upsert in the same workflow-task completion. A marker left last means its
+    result reached the workflow only in the next workflow task: the SDK core completed the task
+    early because a query was answered while the result waited (temporalio 1.35,
+    ``managed_run.rs``: query responses with pending local-activity resolutions force a new
+    task), yet the marker names the first activation, so a replay hands the result over sooner.
+    """
+    late = []
+    for index, event in enumerate(events):
+        marker = event.get("markerRecordedEventAttributes", {})
+        if marker.get("markerName") != "core_local_activity":
+            continue
+        after = events[index + 1] if index + 1 < len(events) else {}
+        same_task = after.get("upsertWorkflowSearchAttributesEventAttributes", {}).get(
+            "workflowTaskCompletedEventId"
+        ) == marker.get("workflowTaskCompletedEventId")
+        if not same_task and "workflowExecutionCompletedEventAttributes" not in after:
+            late.append(int(event["eventId"]))
+    return late
+
+
+async def test_the_recorded_nondeterminism_is_the_local_activity_race() -> None:
+    """The history of a 300-document task recorded under load by the release that mirrored
+    checkpoints through a local activity. No workflow code can replay it: the same code path
+    left its marker both with and without the commands that follow it, and replay always hands
+    the result over in the first activation. The mirror no longer goes through a local
+    activity (activities/checkpoint_sink.py; test_replay_under_load.py replays loaded runs)."""
+    history = load(RACE)
+    events = history.to_json_dict()["events"]
+    late = late_local_activity_results(events)
+    # The first late result replays by luck: nothing else was ordered before its commands.
+    assert late == [135, 201]
+    result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is not None
+    message = str(result.replay_failure)
+    assert "Nondeterminism" in message and "HistoryEvent(id: 217, TimerStarted)" in message
+    # The first command the replay could not match comes right after the second late result.
+    completed = next(e for e in events if e["eventId"] == "217")
+    assert completed["eventType"] == "EVENT_TYPE_TIMER_STARTED"

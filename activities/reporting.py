@@ -229,6 +229,28 @@ class ActivityPulse:
         self._running.pop(reporter.slot, None)
         self.abandoned[reporter.slot] = result
 
+    def unfinished_steps(self) -> list[StepResult]:
+        """Steps begun in this attempt or an earlier one and neither finished nor given up:
+        no outputs, only what they paid (tokens, attempts)."""
+        left = {slot: reporter.details() for slot, reporter in self._running.items()}
+        for slot, earlier in self._restored_steps.items():
+            if slot not in self.finished and slot not in self.abandoned:
+                left.setdefault(slot, earlier)
+        unfinished = []
+        for slot, step in left.items():
+            document, kind = slot.split(":", 1)
+            unfinished.append(
+                StepResult(
+                    kind=StepKind(kind),
+                    document=int(document),
+                    outputs=[],
+                    usage=step.usage,
+                    stats=step.ledger.stats,
+                    ledger=step.costs,
+                )
+            )
+        return unfinished
+
     def running_step(self, document: int, kind: StepKind) -> StepReporter | None:
         return self._running.get(slot_of(document, kind))
 

@@ -204,8 +204,14 @@ class DocumentOutcome(BaseModel):
 
 
 class BatchResult(BaseModel):
+    """How a batch ended. A batch cut by a cancel answers with what it had, and one that fails
+    for good carries the same in its failure's details (``cut_of`` in the workflow)."""
+
     batch: int
     outcomes: list[DocumentOutcome]
+    # Steps of documents the batch did not end: finished ones with their outputs (a later run
+    # skips them), the others without outputs, for the tokens and attempts they paid.
+    unended: list[StepResult] = Field(default_factory=list)
 
 
 class ProgressEvent(BaseModel):

@@ -21,6 +21,7 @@ from longtask.checkpoints import (
 from longtask.cost import CostLedger, TokenUsage
 from longtask.index_ranges import from_ranges, to_ranges
 from longtask.models import (
+    BatchResult,
     CallStats,
     CarriedState,
     DocumentOutcome,
@@ -245,6 +246,31 @@ class TaskBook:
         )
         self._ended(document.index)
 
+    def batch_ended(self, documents: list[DocumentRef], result: BatchResult, now: datetime) -> None:
+        """Book what a batch answered: each document that ended, and the steps of those it
+        did not end (it was cut by a cancel, or failed for good)."""
+        by_index = {document.index: document for document in documents}
+        for outcome in result.outcomes:
+            if outcome.index in by_index:
+                self.document_outcome(by_index[outcome.index], outcome, now)
+        for step in result.unended:
+            document = by_index.get(step.document)
+            if document is None or document.index in self.reports:
+                continue
+            if step.outputs:
+                # Finished: in the next checkpoint, so a resumed run does not ask for it again.
+                self.step_finished(document, step.kind, step.model, step, now)
+            else:
+                self._step_spent(document, step)
+
+    def _step_spent(self, document: DocumentRef, result: StepResult) -> None:
+        """A step that did not finish: its attempts and tokens count, it has no outputs."""
+        key = _key(document.index, result.kind)
+        self.stats[key] = result.stats
+        self.running_usage.pop(key, None)
+        self.usage.merge(result.usage)
+        self.ledger.merge(result.ledger)
+
     def document_outcome(
         self, document: DocumentRef, outcome: DocumentOutcome, now: datetime
     ) -> None:
@@ -256,11 +282,7 @@ class TaskBook:
                 self.step_finished(document, kind, result.model, result, now)
             elif result is not None:
                 # The step that failed: its attempts and tokens count, its outputs do not exist.
-                key = _key(document.index, kind)
-                self.stats[key] = result.stats
-                self.running_usage.pop(key, None)
-                self.usage.merge(result.usage)
-                self.ledger.merge(result.ledger)
+                self._step_spent(document, result)
             else:
                 self._recall_step(document, kind, now)
         if outcome.state is TaskState.COMPLETED:

@@ -19,7 +19,7 @@ from longtask.states import TaskState
 from starter import UsageError, resume
 from tests.conftest import EXAMPLES
 from tests.servers import LlmServer
-from tests.tasks import read_list, start, wait_for_status, write_documents
+from tests.tasks import read_list, read_text, start, wait_for_status, write_documents
 
 
 def chat_fingerprints(llm: LlmServer) -> Counter[str]:
@@ -171,3 +171,26 @@ async def test_resume_continues_a_paused_task_and_refuses_a_completed_one(
     assert (await handle.result()).state is TaskState.COMPLETED
     with pytest.raises(UsageError, match="completed; there is nothing to resume"):
         await resume(client, settings, task.task_id, None)
+
+
+async def test_a_checkpoint_holds_a_large_report_once(
+    client: Client, settings: Settings, worker: Worker, llm: LlmServer, redis: Redis
+) -> None:
+    report = " ".join(f"finding-{i:05d}" for i in range(20_000))  # 280 kB
+    llm.add({"type": "reply", "text": report, "match": {"model": settings.model_final}})
+    task, handle = await start(client, settings, [EXAMPLES / "incident-postmortem.txt"])
+    result = await handle.result()
+    assert result.documents[0].report == report
+
+    raw = await read_text(
+        redis, f"checkpoint:{await read_text(redis, f'task:{task.task_id}:latest')}"
+    )
+    assert raw.count("finding-19999") == 1
+    assert len(raw) < len(report) + 40_000
+    # The report is the report step's output, which a resumed run reads; its message names it.
+    answer = await resume_task(redis, task.task_id)
+    outputs = [r["outputs"] for r in answer["state"]["step_results"] if r["step"] == "report"]
+    assert outputs == [[report]]
+    (message,) = [m for m in answer["state"]["messages"] if m["step"] == "report"]
+    assert message["content_in"] == "step_results" and "content" not in message
+    assert message["path"] == str(EXAMPLES / "incident-postmortem.txt")

@@ -54,6 +54,38 @@ def _key(document: int, kind: StepKind) -> str:
     return f"{document}:{kind.value}"
 
 
+# What a checkpoint's message carries instead of text its ``step_results`` already hold.
+CONTENT_IN_STEP_RESULTS = "step_results"
+
+
+def messages_beside(
+    messages: list[dict[str, Any]], step_results: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The messages of a checkpoint, each text stored once.
+
+    An answer that is a finished step's output (a reasoning, a report) is in ``step_results``,
+    which a resumed run reads; its message names the step (``document``, ``path``, ``step``)
+    and says ``"content_in": "step_results"`` instead of holding a second copy. Messages of
+    documents whose step results a large task no longer keeps hold their text.
+    """
+    by_path = {(r.get("path"), r.get("step")) for r in step_results}
+    by_name = {(r.get("document"), r.get("step")) for r in step_results}
+    kept = []
+    for message in messages:
+        step = message.get("step")
+        held = (
+            (message["path"], step) in by_path
+            if "path" in message
+            else (message.get("document"), step) in by_name
+        )
+        if step is None or "content" not in message or not held:
+            kept.append(message)
+            continue
+        without = {k: v for k, v in message.items() if k != "content"}
+        kept.append({**without, "content_in": CONTENT_IN_STEP_RESULTS})
+    return kept
+
+
 class TaskBook:
     def __init__(self, task: TaskInput, started_at: datetime) -> None:
         self.task = task
@@ -214,8 +246,8 @@ class TaskBook:
             self.last_model = model or result.model or self.last_model
             if kind in (StepKind.REASON, StepKind.REPORT):
                 self.messages.append(
-                    {"role": "assistant", "document": document.name, "step": kind.value,
-                     "content": result.outputs[0]}
+                    {"role": "assistant", "document": document.name, "path": document.path,
+                     "step": kind.value, "content": result.outputs[0]}
                 )  # fmt: skip
                 del self.messages[:-MESSAGES_KEPT]
         self.follow_retries(now)
@@ -424,16 +456,17 @@ class TaskBook:
             variables["failed"] = dict(list(failed.items())[:INLINE_DOCUMENTS])
             variables["failed_count"] = len(failed)
         usage = self.total_usage()
+        step_results = [r for i in sorted(self.step_results) for r in self.step_results[i]]
         checkpoint = Checkpoint(
             id=checkpoint_id_for(self.task.task_id, self.last_checkpoint_ms),
             task_id=self.task.task_id,
             timestamp=iso_utc(now),
             progress=record.progress,
             state=CheckpointState(
-                messages=self.messages,
+                messages=messages_beside(self.messages, step_results),
                 variables=variables,
                 current_step=record.step,
-                step_results=[r for i in sorted(self.step_results) for r in self.step_results[i]],
+                step_results=step_results,
             ),
             metadata={
                 "model": self.last_model,

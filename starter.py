@@ -38,6 +38,7 @@ from longtask.cost import TaskBudget, TokenUsage
 from longtask.live_view import print_result, query_status, show_live
 from longtask.models import ModelRoute, ResumePoint, TaskInput, TaskResult
 from longtask.process_exit import exit_now
+from longtask.progress import ProgressRecord, progress_text
 from longtask.search_attributes import registered
 from longtask.settings import Settings, SettingsError, load_settings
 from longtask.states import TaskState
@@ -169,6 +170,16 @@ async def status_json(settings: Settings, client: Client, task_id: str) -> dict[
     return {**record.model_dump(mode="json"), "state": record.metadata.get("state", "unknown")}
 
 
+def status_line(task_id: str, status: dict[str, Any]) -> str:
+    """``status`` for people: state, progress, elapsed time and ETA on one line."""
+    eta = status["eta_seconds"]
+    return (
+        f"{task_id}: {status['state']} {progress_text(ProgressRecord.model_validate(status))}, "
+        f"elapsed {status['elapsed_seconds']} s, "
+        f"ETA {'unknown' if eta is None else f'{eta} s'}"
+    )
+
+
 async def previous_input(handle: WorkflowHandle[Any, Any], client: Client) -> TaskInput:
     """The input the task's last run started with, read from its history."""
     history = await handle.fetch_history()
@@ -272,13 +283,7 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             print(json.dumps(status, indent=2))
         else:
-            eta = status["eta_seconds"]
-            print(
-                f"{args.task_id}: {status['state']} {status['progress']:.2f} % "
-                f"({status['step']}/{status['total']} steps), "
-                f"elapsed {status['elapsed_seconds']} s, "
-                f"ETA {'unknown' if eta is None else f'{eta} s'}"
-            )
+            print(status_line(args.task_id, status))
         return 0
     if args.command == "pause":
         state = await client.get_workflow_handle(args.task_id).execute_update(

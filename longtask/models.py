@@ -279,6 +279,11 @@ class CarriedState(BaseModel):
     started_at: datetime
     last_checkpoint_ms: int = 0
     runs: int = 1
+    # Progress when the previous run ended: what the next run shows until it has found the
+    # documents again.
+    steps_done: int = 0
+    steps_total: int = 0
+    documents: int = 0
 
 
 TaskInput.model_rebuild()

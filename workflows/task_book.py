@@ -38,7 +38,14 @@ from longtask.models import (
     step_key,
 )
 from longtask.policies import StepKind
-from longtask.progress import ENDED_NODE, WAITING_NODE, ProgressNode, ProgressRecord, build_record
+from longtask.progress import (
+    ENDED_NODE,
+    WAITING_NODE,
+    ProgressNode,
+    ProgressRecord,
+    build_record,
+    progress_text,
+)
 from longtask.states import TaskState, TaskStateMachine
 from workflows.task_tree import apply_event, complete_step, document_node
 
@@ -46,6 +53,8 @@ from workflows.task_tree import apply_event, complete_step, document_node
 # and checkpoints. Beyond it, finished documents are index ranges in checkpoints and their
 # reports are files (activities/report_files.py): a checkpoint stays a few kilobytes.
 INLINE_DOCUMENTS = 100
+# The record's ``metadata.phase`` while a run has not found its documents yet.
+FINDING_DOCUMENTS = "finding documents"
 # Conversation messages a checkpoint keeps: the newest ones; every report is kept in full.
 MESSAGES_KEPT = 100
 
@@ -112,6 +121,10 @@ class TaskBook:
         self.last_checkpoint_ms = 0
         self.runs = 1
         self.resume = ResumeState()
+        # Until the documents are found (a large folder takes a while, and a continued run
+        # finds them again), the record shows this run's phase and what the last run had done.
+        self.documents_known = False
+        self.carried_figures = (0, 0, 0)
         if task.carried is not None:
             self._take_over(task.carried)
 
@@ -125,6 +138,7 @@ class TaskBook:
         self.messages = list(carried.messages)
         self.last_checkpoint_ms = carried.last_checkpoint_ms
         self.runs = carried.runs + 1
+        self.carried_figures = (carried.steps_done, carried.steps_total, carried.documents)
         self.take_results(carried.resume)
 
     @property
@@ -139,6 +153,7 @@ class TaskBook:
 
     def set_documents(self, documents: list[DocumentRef], now: datetime) -> None:
         self.documents = documents
+        self.documents_known = True
         self.tree.children = [document_node(document) for document in documents]
         self.steps_total = self.tree.steps_total()
         # Documents an earlier run of this task (continue-as-new) ended.
@@ -365,15 +380,25 @@ class TaskBook:
             totals.setdefault(StepKind(key.split(":", 1)[1]), CallStats()).merge(stats)
         return totals
 
+    def figures(self) -> tuple[int, int, int]:
+        """Steps done, steps in all, documents: as the last run left them while this one is
+        still finding its documents (all zero for a new task)."""
+        if not self.documents_known:
+            return self.carried_figures
+        return self.steps_done(), self.steps_total, len(self.documents)
+
     def record(self, now: datetime) -> ProgressRecord:
+        done, total, documents = self.figures()
+        metadata: dict[str, Any] = {} if self.documents_known else {"phase": FINDING_DOCUMENTS}
         record = build_record(
             self.task.task_id,
-            self.steps_done(),
-            self.steps_total,
+            done,
+            total,
             (now - self.started_at).total_seconds(),
             {
+                **metadata,
                 "state": self.machine.state.value,
-                "documents": len(self.documents),
+                "documents": documents,
                 "documents_done": len(self.reports),
                 "documents_running": len(self.in_flight),
                 "cost_so_far": self.cost(),
@@ -388,9 +413,8 @@ class TaskBook:
         """One line for the Temporal UI's current details of the task."""
         record = self.record(now)
         return (
-            f"**{self.machine.state.value}** {record.progress:.2f} % "
-            f"({record.step}/{record.total} steps), "
-            f"{len(self.reports)}/{len(self.documents)} documents, "
+            f"**{self.machine.state.value}** {progress_text(record)}, "
+            f"{len(self.reports)}/{record.metadata['documents']} documents, "
             f"cost ${self.cost():.6f}"
         )
 
@@ -421,7 +445,7 @@ class TaskBook:
             retrying_steps=sorted(self.retrying),
             calls=self.calls_by_kind(),
             ledger=self.ledger,
-            documents=len(self.documents),
+            documents=self.figures()[2],
             documents_done=len(self.reports) - failed,
             documents_failed=failed,
         )
@@ -497,5 +521,8 @@ class TaskBook:
             started_at=self.started_at,
             last_checkpoint_ms=self.last_checkpoint_ms,
             runs=self.runs,
+            steps_done=self.steps_done(),
+            steps_total=self.steps_total,
+            documents=len(self.documents),
         )
         return self.task.model_copy(update={"carried": carried, "resume_from": None})

@@ -54,9 +54,9 @@ def batch_failure(errors: list[BaseException], cut: BatchResult) -> BaseExceptio
     """How a batch with documents still to do fails: for good on a refused key; otherwise
     retried after the longest wait any of its documents needs.
 
-    The failure's details are the attempts made (``CallStats``) and ``cut``, what the batch
-    had done: should this failure be its last, the task books the steps it finished and the
-    tokens it paid from them.
+    The failure's details are the attempts made (``CallStats``) and what every step of the
+    batch paid (``paid_for(cut)``): should this failure be its last, the task books those
+    tokens in its ledger and cost.
     """
     others = [error for error in errors if not isinstance(error, ApplicationError)]
     if others:
@@ -66,7 +66,7 @@ def batch_failure(errors: list[BaseException], cut: BatchResult) -> BaseExceptio
     for failure in failures:
         if failure.details:
             stats.merge(CallStats.model_validate(failure.details[0]))
-    details = (stats.model_dump(), cut.model_dump(mode="json"))
+    details = (stats.model_dump(), paid_for(cut).model_dump(mode="json"))
     fatal = [failure for failure in failures if failure.non_retryable]
     if fatal:
         return ApplicationError(fatal[0].message, *details, type=fatal[0].type, non_retryable=True)
@@ -76,6 +76,17 @@ def batch_failure(errors: list[BaseException], cut: BatchResult) -> BaseExceptio
         *details,
         type=longest.type,
         next_retry_delay=longest.next_retry_delay,
+    )
+
+
+def paid_for(cut: BatchResult) -> BatchResult:
+    """The tokens and attempts of every step of ``cut``, without texts: a failure's details do
+    not go to the payload store, and the server refuses a failure past its size limit."""
+    steps = [*(step for outcome in cut.outcomes for step in outcome.steps), *cut.unended]
+    return BatchResult(
+        batch=cut.batch,
+        outcomes=[],
+        unended=[step.model_copy(update={"outputs": []}) for step in steps],
     )
 
 

@@ -204,8 +204,8 @@ class DocumentOutcome(BaseModel):
 
 
 class BatchResult(BaseModel):
-    """How a batch ended. A batch cut by a cancel answers with what it had, and one that fails
-    for good carries the same in its failure's details (``cut_of`` in the workflow)."""
+    """How a batch ended. A batch cut by a cancel answers with what it had; one that fails for
+    good carries what its steps paid, without their texts, in its failure's details."""
 
     batch: int
     outcomes: list[DocumentOutcome]

@@ -75,8 +75,8 @@ def failure_of(error: ActivityError) -> tuple[str, StepKind | None, CallStats | 
 
 
 def cut_of(error: ActivityError) -> BatchResult | None:
-    """What a batch that failed for good had done, from its failure's details; None when the
-    failure does not say (a timeout, a release before batches said it)."""
+    """What the steps of a batch that failed for good paid, from its failure's details; None
+    when the failure does not say (a timeout, a release before batches said it)."""
     cause = error.cause
     if not isinstance(cause, ApplicationError) or len(cause.details) < 2:
         return None
@@ -280,7 +280,7 @@ class DocumentTaskWorkflow:
                 now = workflow.now()
                 cut = cut_of(error)
                 if cut is not None:
-                    # Its finished steps and the tokens it paid count, failed or not.
+                    # The tokens its steps paid count, failed or not.
                     self._book.batch_ended(documents, cut, now)
                 for document in documents:
                     if document.index not in self._book.reports:

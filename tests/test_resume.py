@@ -105,8 +105,10 @@ async def test_steps_a_cancelled_batch_finished_are_not_asked_again(
     held = 20.0
     llm.add({"type": "delay", "seconds": held, "times": 1, "match": {"model": reasoning}})
     task, handle = await start(client, settings, paths, policy={"stall_seconds": 60})
-    # The reasoning starts (and says so) once the embedding and both summaries are done.
-    await wait_for_status(handle, lambda s: StepKind.REASON in s.calls, seconds=60)
+    # The reasoning starts (and says so) once the embedding and both summaries are done; the
+    # task counts those three calls while the batch still runs.
+    running = await wait_for_status(handle, lambda s: StepKind.REASON in s.calls, seconds=60)
+    assert running.record.step == 3 and running.record.total == 5
     held_until = asyncio.get_running_loop().time() + held
     await handle.cancel()
     with pytest.raises(WorkflowFailureError):

@@ -2,13 +2,15 @@
 process that connects to that Redis, never printed nor stored anywhere else.
 
 A Redis configured by URL (``LTM_REDIS_URL=redis://:PASSWORD@host``) brings its own password;
-this one applies only to a loopback Redis whose URL names none and whose port `make up` gave
-a password (``$LTM_STATE_DIR/redis-PORT.password``, mode 0600).
+this one applies only to a loopback Redis whose URL names none, on a port where `make up`
+started Redis and that Redis still runs (``$LTM_STATE_DIR/stack.json``): after `make down`, a
+Redis of another kind on the same port (docker compose) is not sent a password it does not have.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from pathlib import Path
@@ -42,12 +44,28 @@ def embedded_password(settings: Settings) -> str | None:
     if parts.scheme != "redis" or parts.password or "password=" in parts.query:
         return None
     host, port = settings.redis_host_port
-    if host not in LOOPBACK:
+    if host not in LOOPBACK or not _started_by_the_stack(settings.state_dir, port):
         return None
     try:
         return password_file(settings.state_dir, port).read_text().strip() or None
     except FileNotFoundError:
         return None
+
+
+def _started_by_the_stack(state_dir: Path, port: int) -> bool:
+    """Whether `make up` started the Redis on ``port`` and it still runs."""
+    try:
+        started = json.loads((state_dir / "stack.json").read_text())
+    except (OSError, ValueError):
+        return False
+    for entry in started if isinstance(started, list) else []:
+        if isinstance(entry, dict) and entry.get("name") == "redis" and entry.get("port") == port:
+            try:
+                # Redis names itself "redis-server HOST:PORT"; a reused pid runs something else.
+                return b"redis-server" in Path(f"/proc/{entry.get('pid')}/cmdline").read_bytes()
+            except OSError:
+                return False
+    return False
 
 
 def redis_url_with_password(settings: Settings) -> str:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from longtask.connections import connect_redis
+from longtask.redis_auth import embedded_password
 from longtask.settings import Settings
 from longtask.stack import installed_tool
 from tests.conftest import ROOT
@@ -121,3 +122,8 @@ def test_up_starts_each_service_where_configured_and_down_stops_only_those(
     for port in ports.values():
         assert not port_open(port), port
     assert not (tmp_path / "state" / "stack.json").exists()
+    # Stopped: a Redis of another kind on that port later is not sent the stack's password.
+    later = Settings(
+        state_dir=tmp_path / "state", redis_url=f"redis://127.0.0.1:{ports['redis']}/0"
+    )
+    assert embedded_password(later) is None

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from temporalio.client import Client, WorkflowFailureError
-from temporalio.worker import Worker
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.worker import Replayer, Worker
 
 from longtask.checkpoint_reader import load_checkpoint, resume_task
 from longtask.models import TaskResult
@@ -20,6 +21,7 @@ from starter import UsageError, resume
 from tests.conftest import EXAMPLES
 from tests.servers import LlmServer
 from tests.tasks import read_list, read_text, start, wait_for_status, write_documents
+from workflows.document_task import DocumentTaskWorkflow
 
 
 def chat_fingerprints(llm: LlmServer) -> Counter[str]:
@@ -58,7 +60,14 @@ async def cancelled_midway(
     await handle.cancel()
     with pytest.raises(WorkflowFailureError):
         await handle.result()
+    await replays(client, handle)
     return task.task_id, (await handle.describe()).run_id
+
+
+async def replays(client: Client, handle: WorkflowHandle[Any, Any]) -> None:
+    """The cancelled run's history replays with the current workflow code."""
+    replayer = Replayer(workflows=[DocumentTaskWorkflow], data_converter=client.data_converter)
+    await replayer.replay_workflow(await handle.fetch_history())
 
 
 async def test_a_cancelled_task_resumes_without_repeating_finished_steps(
@@ -113,6 +122,7 @@ async def test_steps_a_cancelled_batch_finished_are_not_asked_again(
     await handle.cancel()
     with pytest.raises(WorkflowFailureError):
         await handle.result()
+    await replays(client, handle)
     checkpoint = await load_checkpoint(redis, task.task_id)
     assert checkpoint is not None and checkpoint.state.variables["state"] == "cancelled"
     assert {r["step"] for r in checkpoint.state.step_results} == {"embed", "summarize"}

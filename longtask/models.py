@@ -284,6 +284,7 @@ class CarriedState(BaseModel):
     steps_done: int = 0
     steps_total: int = 0
     documents: int = 0
+    documents_digest: str = ""
 
 
 TaskInput.model_rebuild()

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from redis.asyncio import Redis
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.worker import Worker
 
+from longtask.checkpoint_reader import load_checkpoint
 from longtask.corpus import write_corpus
-from longtask.cost import TokenUsage
+from longtask.cost import TaskBudget, TokenUsage
+from longtask.index_ranges import from_ranges
 from longtask.live_view import query_status
 from longtask.models import DocumentRef, ModelRoute, StepResult, TaskInput, TaskStatus
 from longtask.policies import StepKind
 from longtask.progress import build_record, progress_text
 from longtask.settings import Settings
-from starter import status_json, status_line
+from longtask.states import TaskState
+from starter import resume, status_json, status_line
 from tests.servers import LlmServer
-from tests.tasks import start
+from tests.tasks import start, wait_for_status
 from workflows.task_book import TaskBook
 
 DOCUMENTS = 3000  # enough that finding them takes a while on any machine
@@ -39,7 +45,8 @@ async def test_status_says_the_task_is_finding_its_documents_not_zero_of_zero_st
         if status.record.total > 0:
             break
         before.append(status)
-        lines.append(status_line(task.task_id, await status_json(settings, client, task.task_id)))
+        shown = {**status.record.model_dump(mode="json"), "state": status.state.value}
+        lines.append(status_line(task.task_id, shown))
     await handle.cancel()
     with pytest.raises(WorkflowFailureError):
         await handle.result()
@@ -51,7 +58,69 @@ async def test_status_says_the_task_is_finding_its_documents_not_zero_of_zero_st
     assert all("finding documents..." in line and "0/0 steps" not in line for line in lines)
 
 
-def test_a_continued_run_shows_the_figures_it_carried_while_it_finds_its_documents() -> None:
+async def in_the_window(handle: WorkflowHandle[Any, Any], run: int) -> TaskStatus:
+    """Wait until run ``run`` of the task is finding its documents."""
+    return await wait_for_status(
+        handle,
+        lambda s: s.record.metadata.get("runs") == run and "phase" in s.record.metadata,
+        seconds=180,
+    )
+
+
+async def cancelled(handle: WorkflowHandle[Any, Any]) -> None:
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+
+
+async def test_a_run_cancelled_while_it_finds_its_documents_keeps_what_earlier_runs_did(
+    client: Client, settings: Settings, worker: Worker, llm: LlmServer, redis: Redis, tmp_path: Path
+) -> None:
+    write_corpus(tmp_path / "corpus", DOCUMENTS)
+    # A short history: the task continues as new after its first batches.
+    task, handle = await start(client, settings, [tmp_path / "corpus"], max_history_events=50)
+    carried = await in_the_window(handle, run=2)
+    assert carried.record.step > 0 and carried.record.total > carried.record.step
+    assert "(0/0 steps)" not in status_line(
+        task.task_id, await status_json(settings, client, task.task_id)
+    )
+    await cancelled(handle)
+
+    checkpoint = await load_checkpoint(redis, task.task_id)
+    assert checkpoint is not None and checkpoint.state.variables["state"] == "cancelled"
+    # The documents the first run finished: named by the second run's last checkpoint, so a
+    # resume skips them.
+    finished = from_ranges(checkpoint.state.variables["finished"])
+    assert len(finished) == carried.documents_done > 0
+    assert checkpoint.state.variables["documents"] == DOCUMENTS
+    assert checkpoint.state.variables["documents_digest"]
+    assert checkpoint.progress == carried.record.progress
+
+
+async def test_resume_skips_a_run_cut_before_it_read_its_checkpoint(
+    client: Client, settings: Settings, worker: Worker, llm: LlmServer, redis: Redis, tmp_path: Path
+) -> None:
+    write_corpus(tmp_path / "corpus", DOCUMENTS)
+    task, handle = await start(
+        client, settings, [tmp_path / "corpus"], budget=TaskBudget(max_cost_usd=0.004)
+    )
+    stopped = await handle.result()
+    assert stopped.state is TaskState.BUDGET_EXCEEDED
+    spent = await load_checkpoint(redis, task.task_id)
+    assert spent is not None and spent.state.variables["finished"]
+
+    larger = argparse.Namespace(budget_usd=1.0, budget_tokens=None)
+    await resume(client, settings, task.task_id, None, larger)
+    resumed = client.get_workflow_handle(task.task_id)
+    await in_the_window(resumed, run=1)
+    await cancelled(resumed)
+    cut = await load_checkpoint(redis, task.task_id)
+    assert cut is not None and cut.state.variables["resume_from"] == spent.id
+
+    message = await resume(client, settings, task.task_id, None, larger)
+    assert f"from checkpoint {spent.id}" in message
+    await cancelled(client.get_workflow_handle(task.task_id))
+
     models = ModelRoute(embedding="e", intermediate="i", reasoning="r", final="f")
     first = TaskBook(TaskInput(task_id="t", paths=["/in"], models=models), NOW)
     assert first.record(NOW).metadata["phase"] == "finding documents"

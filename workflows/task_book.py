@@ -7,6 +7,7 @@ it is the same on every replay. Times come in as arguments from the workflow's c
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import PurePath
 from typing import Any
 
 from longtask.checkpoints import (
@@ -125,6 +126,7 @@ class TaskBook:
         # finds them again), the record shows this run's phase and what the last run had done.
         self.documents_known = False
         self.carried_figures = (0, 0, 0)
+        self.carried_digest = ""
         if task.carried is not None:
             self._take_over(task.carried)
 
@@ -139,6 +141,7 @@ class TaskBook:
         self.last_checkpoint_ms = carried.last_checkpoint_ms
         self.runs = carried.runs + 1
         self.carried_figures = (carried.steps_done, carried.steps_total, carried.documents)
+        self.carried_digest = carried.documents_digest
         self.take_results(carried.resume)
 
     @property
@@ -467,7 +470,12 @@ class TaskBook:
         record = self.record(now)
         self.last_checkpoint_ms = next_checkpoint_ms(now, self.last_checkpoint_ms)
         variables: dict[str, Any] = {"state": self.machine.state.value, "paths": self.task.paths}
-        if self.inline:
+        step_results = [r for i in sorted(self.step_results) for r in self.step_results[i]]
+        if not self.documents_known:
+            # What the runs before this one did, so this checkpoint, the newest, says no less.
+            variables.update(self._earlier_variables())
+            step_results = self._earlier_step_results()
+        elif self.inline:
             variables["documents"] = [d.name for d in self.documents]
             variables["reports"] = {r.name: r.state.value for r in self.reports.values()}
         else:
@@ -480,7 +488,6 @@ class TaskBook:
             variables["failed"] = dict(list(failed.items())[:INLINE_DOCUMENTS])
             variables["failed_count"] = len(failed)
         usage = self.total_usage()
-        step_results = [r for i in sorted(self.step_results) for r in self.step_results[i]]
         checkpoint = Checkpoint(
             id=checkpoint_id_for(self.task.task_id, self.last_checkpoint_ms),
             task_id=self.task.task_id,
@@ -504,6 +511,39 @@ class TaskBook:
         snapshot = ProgressSnapshot(timestamp=now.timestamp(), status=record)
         return MirrorWrite(checkpoint=checkpoint, snapshot=snapshot)
 
+    def _earlier_variables(self) -> dict[str, Any]:
+        """Checkpoint variables of a run still finding its documents: the documents earlier
+        runs finished, as the run before this one (or the checkpoint resumed from) named them.
+        A resumed run that has not read its checkpoint yet names it (``resume_from``)."""
+        failed = {r.name: r.error for r in self.reports.values() if r.state is TaskState.FAILED}
+        variables: dict[str, Any] = {
+            "phase": FINDING_DOCUMENTS,
+            "documents": self.carried_figures[2],
+            "failed": dict(list(failed.items())[:INLINE_DOCUMENTS]),
+            "failed_count": len(failed),
+        }
+        if self.carried_figures[2] > INLINE_DOCUMENTS:
+            # A large task names its finished documents as ranges (see below).
+            completed = (i for i, r in self.reports.items() if r.state is TaskState.COMPLETED)
+            variables["finished"] = to_ranges(completed)
+            variables["documents_digest"] = self.carried_digest
+        elif self.resume.finished:
+            variables["finished"] = self.resume.finished
+            variables["documents_digest"] = self.resume.documents_digest
+        if self.task.resume_from is not None:
+            variables["resume_from"] = self.task.resume_from.checkpoint_id
+        return variables
+
+    def _earlier_step_results(self) -> list[dict[str, Any]]:
+        """Steps earlier runs finished, in the checkpoint's form."""
+        results = []
+        for key, outputs in sorted(self.resume.results.items()):
+            path, step = key.rsplit("|", 1)
+            results.append(
+                {"document": PurePath(path).name, "path": path, "step": step, "outputs": outputs}
+            )
+        return results
+
     def carry_over(self) -> TaskInput:
         """This task's input for its next run: everything done so far travels with it."""
         finished = {
@@ -524,5 +564,6 @@ class TaskBook:
             steps_done=self.steps_done(),
             steps_total=self.steps_total,
             documents=len(self.documents),
+            documents_digest=documents_digest(self.documents),
         )
         return self.task.model_copy(update={"carried": carried, "resume_from": None})

@@ -205,4 +205,4 @@ async def test_a_checkpoint_holds_a_large_report_once(
     assert outputs == [[report]]
     (message,) = [m for m in answer["state"]["messages"] if m["step"] == "report"]
     assert message["content_in"] == "step_results" and "content" not in message
-    assert message["path"] == str(EXAMPLES / "incident-postmortem.txt")
+    assert message["document"] == "incident-postmortem.txt"

@@ -74,21 +74,16 @@ def messages_beside(
     """The messages of a checkpoint, each text stored once.
 
     An answer that is a finished step's output (a reasoning, a report) is in ``step_results``,
-    which a resumed run reads; its message names the step (``document``, ``path``, ``step``)
-    and says ``"content_in": "step_results"`` instead of holding a second copy. Messages of
-    documents whose step results a large task no longer keeps hold their text.
+    which a resumed run reads; its message names the step (``document``, ``step``) and says
+    ``"content_in": "step_results"`` instead of holding a second copy. Messages of documents
+    whose step results a large task no longer keeps hold their text.
     """
-    by_path = {(r.get("path"), r.get("step")) for r in step_results}
-    by_name = {(r.get("document"), r.get("step")) for r in step_results}
+    held = {(r.get("document"), r.get("step"), *r.get("outputs", [])[:1]) for r in step_results}
     kept = []
     for message in messages:
         step = message.get("step")
-        held = (
-            (message["path"], step) in by_path
-            if "path" in message
-            else (message.get("document"), step) in by_name
-        )
-        if step is None or "content" not in message or not held:
+        named = (message.get("document"), step, message.get("content"))
+        if step is None or "content" not in message or named not in held:
             kept.append(message)
             continue
         without = {k: v for k, v in message.items() if k != "content"}
@@ -264,8 +259,8 @@ class TaskBook:
             self.last_model = model or result.model or self.last_model
             if kind in (StepKind.REASON, StepKind.REPORT):
                 self.messages.append(
-                    {"role": "assistant", "document": document.name, "path": document.path,
-                     "step": kind.value, "content": result.outputs[0]}
+                    {"role": "assistant", "document": document.name, "step": kind.value,
+                     "content": result.outputs[0]}
                 )  # fmt: skip
                 del self.messages[:-MESSAGES_KEPT]
         self.follow_retries(now)

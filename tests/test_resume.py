@@ -190,7 +190,10 @@ async def test_a_checkpoint_holds_a_large_report_once(
 ) -> None:
     report = " ".join(f"finding-{i:05d}" for i in range(20_000))  # 280 kB
     llm.add({"type": "reply", "text": report, "match": {"model": settings.model_final}})
-    task, handle = await start(client, settings, [EXAMPLES / "incident-postmortem.txt"])
+    # A long silence on a loaded machine must not cut the stream: a continuation's text differs.
+    task, handle = await start(
+        client, settings, [EXAMPLES / "incident-postmortem.txt"], policy={"stall_seconds": 60}
+    )
     result = await handle.result()
     assert result.documents[0].report == report
 

@@ -7,7 +7,6 @@ it is the same on every replay. Times come in as arguments from the workflow's c
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import PurePath
 from typing import Any
 
 from longtask.checkpoints import (
@@ -48,6 +47,7 @@ from longtask.progress import (
     progress_text,
 )
 from longtask.states import TaskState, TaskStateMachine
+from workflows.checkpoint_texts import messages_beside, step_results_of
 from workflows.task_tree import apply_event, complete_step, document_node
 
 # Up to this many documents, a task keeps every step result and report text in its state
@@ -62,33 +62,6 @@ MESSAGES_KEPT = 100
 
 def _key(document: int, kind: StepKind) -> str:
     return f"{document}:{kind.value}"
-
-
-# What a checkpoint's message carries instead of text its ``step_results`` already hold.
-CONTENT_IN_STEP_RESULTS = "step_results"
-
-
-def messages_beside(
-    messages: list[dict[str, Any]], step_results: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The messages of a checkpoint, each text stored once.
-
-    An answer that is a finished step's output (a reasoning, a report) is in ``step_results``,
-    which a resumed run reads; its message names the step (``document``, ``step``) and says
-    ``"content_in": "step_results"`` instead of holding a second copy. Messages of documents
-    whose step results a large task no longer keeps hold their text.
-    """
-    held = {(r.get("document"), r.get("step"), *r.get("outputs", [])[:1]) for r in step_results}
-    kept = []
-    for message in messages:
-        step = message.get("step")
-        named = (message.get("document"), step, message.get("content"))
-        if step is None or "content" not in message or named not in held:
-            kept.append(message)
-            continue
-        without = {k: v for k, v in message.items() if k != "content"}
-        kept.append({**without, "content_in": CONTENT_IN_STEP_RESULTS})
-    return kept
 
 
 class TaskBook:
@@ -469,7 +442,7 @@ class TaskBook:
         if not self.documents_known:
             # What the runs before this one did, so this checkpoint, the newest, says no less.
             variables.update(self._earlier_variables())
-            step_results = self._earlier_step_results()
+            step_results = step_results_of(self.resume)
         elif self.inline:
             variables["documents"] = [d.name for d in self.documents]
             variables["reports"] = {r.name: r.state.value for r in self.reports.values()}
@@ -528,16 +501,6 @@ class TaskBook:
         if self.task.resume_from is not None:
             variables["resume_from"] = self.task.resume_from.checkpoint_id
         return variables
-
-    def _earlier_step_results(self) -> list[dict[str, Any]]:
-        """Steps earlier runs finished, in the checkpoint's form."""
-        results = []
-        for key, outputs in sorted(self.resume.results.items()):
-            path, step = key.rsplit("|", 1)
-            results.append(
-                {"document": PurePath(path).name, "path": path, "step": step, "outputs": outputs}
-            )
-        return results
 
     def carry_over(self) -> TaskInput:
         """This task's input for its next run: everything done so far travels with it."""

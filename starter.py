@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from redis.asyncio import Redis
 from rich.console import Console
 from temporalio.client import (
     Client,
@@ -38,6 +39,7 @@ from longtask.cost import TaskBudget, TokenUsage
 from longtask.live_view import print_result, query_status, show_live
 from longtask.models import ModelRoute, ResumePoint, TaskInput, TaskResult
 from longtask.process_exit import exit_now
+from longtask.progress import ProgressRecord, progress_text
 from longtask.search_attributes import registered
 from longtask.settings import Settings, SettingsError, load_settings
 from longtask.states import TaskState
@@ -170,12 +172,40 @@ async def status_json(settings: Settings, client: Client, task_id: str) -> dict[
     return {**record.model_dump(mode="json"), "state": record.metadata.get("state", "unknown")}
 
 
+def status_line(task_id: str, status: dict[str, Any]) -> str:
+    """``status`` for people: state, progress, elapsed time and ETA on one line."""
+    eta = status["eta_seconds"]
+    return (
+        f"{task_id}: {status['state']} {progress_text(ProgressRecord.model_validate(status))}, "
+        f"elapsed {status['elapsed_seconds']} s, "
+        f"ETA {'unknown' if eta is None else f'{eta} s'}"
+    )
+
+
 async def previous_input(handle: WorkflowHandle[Any, Any], client: Client) -> TaskInput:
     """The input the task's last run started with, read from its history."""
     history = await handle.fetch_history()
     started = history.events[0].workflow_execution_started_event_attributes
     values = await client.data_converter.decode(started.input.payloads)
     return TaskInput.model_validate(values[0])
+
+
+async def resumed_from(
+    redis: Redis, task_id: str, checkpoint: Checkpoint | None
+) -> Checkpoint | None:
+    """The checkpoint to resume from when ``checkpoint`` is the newest: a run cut before it had
+    read the checkpoint it resumed from knows nothing of its own, and names that one."""
+    for _ in range(10):  # each hop is one resume cut that early: a few at most
+        if checkpoint is None or checkpoint.state.step_results:
+            return checkpoint
+        earlier = checkpoint.state.variables.get("resume_from")
+        if not isinstance(earlier, str) or checkpoint.state.variables.get("finished"):
+            return checkpoint
+        older = await load_checkpoint(redis, task_id, earlier)
+        if older is None:
+            return checkpoint
+        checkpoint = older
+    return checkpoint
 
 
 async def resume(
@@ -206,6 +236,8 @@ async def resume(
     redis = connect_redis(settings)
     try:
         checkpoint = await load_checkpoint(redis, task_id, checkpoint_id)
+        if checkpoint_id is None:
+            checkpoint = await resumed_from(redis, task_id, checkpoint)
     finally:
         await redis.aclose()
     if checkpoint is None:
@@ -282,13 +314,7 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             print(json.dumps(status, indent=2))
         else:
-            eta = status["eta_seconds"]
-            print(
-                f"{args.task_id}: {status['state']} {status['progress']:.2f} % "
-                f"({status['step']}/{status['total']} steps), "
-                f"elapsed {status['elapsed_seconds']} s, "
-                f"ETA {'unknown' if eta is None else f'{eta} s'}"
-            )
+            print(status_line(args.task_id, status))
         return 0
     if args.command == "pause":
         state = await client.get_workflow_handle(args.task_id).execute_update(

@@ -29,6 +29,7 @@ from activities.report_files import ReportStore
 from activities.steps import DocumentSteps
 from longtask.connections import connect_redis, connect_temporal
 from longtask.process_exit import exit_now
+from longtask.retention import keep_pruning
 from longtask.settings import Settings, SettingsError, load_settings
 from workflows.document_task import DocumentTaskWorkflow
 
@@ -113,6 +114,7 @@ async def serve(settings: Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     worker = build_worker(client, settings, llm, redis)
+    pruning = asyncio.create_task(keep_pruning(settings, stop))
     async with worker:
         log.info(
             "worker polling %r on %s (namespace %s)",
@@ -122,6 +124,7 @@ async def serve(settings: Settings) -> None:
         )
         await stop.wait()
         log.info("shutting down: in-flight steps have %s to finish", GRACEFUL_SHUTDOWN)
+    await pruning
     await redis.aclose()
     await llm.close()
     log.info("worker stopped")

@@ -50,27 +50,51 @@ def _settled(results: Sequence[StepResult | BaseException]) -> list[StepResult]:
     return [result for result in results if isinstance(result, StepResult)]
 
 
-def batch_failure(errors: list[BaseException]) -> BaseException:
+def batch_failure(errors: list[BaseException], cut: BatchResult) -> BaseException:
     """How a batch with documents still to do fails: for good on a refused key; otherwise
-    retried after the longest wait any of its documents needs."""
+    retried after the longest wait any of its documents needs.
+
+    The failure's details are the attempts made (``CallStats``) and what every step of the
+    batch paid (``paid_for(cut)``): should this failure be its last, the task books those
+    tokens in its ledger and cost.
+    """
     others = [error for error in errors if not isinstance(error, ApplicationError)]
     if others:
         return others[0]
     failures = [error for error in errors if isinstance(error, ApplicationError)]
-    fatal = [failure for failure in failures if failure.non_retryable]
-    if fatal:
-        return fatal[0]
     stats = CallStats()
     for failure in failures:
         if failure.details:
             stats.merge(CallStats.model_validate(failure.details[0]))
+    details = (stats.model_dump(), paid_for(cut).model_dump(mode="json"))
+    fatal = [failure for failure in failures if failure.non_retryable]
+    if fatal:
+        return ApplicationError(fatal[0].message, *details, type=fatal[0].type, non_retryable=True)
     longest = max(failures, key=lambda f: f.next_retry_delay or timedelta(0))
     return ApplicationError(
         f"{len(failures)} document(s) to retry; first: {longest.message}",
-        stats.model_dump(),
+        *details,
         type=longest.type,
         next_retry_delay=longest.next_retry_delay,
     )
+
+
+def paid_for(cut: BatchResult) -> BatchResult:
+    """The tokens and attempts of every step of ``cut``, without texts: a failure's details do
+    not go to the payload store, and the server refuses a failure past its size limit."""
+    steps = [*(step for outcome in cut.outcomes for step in outcome.steps), *cut.unended]
+    return BatchResult(
+        batch=cut.batch,
+        outcomes=[],
+        unended=[step.model_copy(update={"outputs": []}) for step in steps],
+    )
+
+
+def cancelled_by_its_task() -> bool:
+    """Whether this activity is cancelled because its task asked, not because its worker
+    stops, it was paused or timed out: only then does it answer with what it has."""
+    details = activity.cancellation_details()
+    return details is not None and details.cancel_requested
 
 
 class DocumentBatches:
@@ -81,16 +105,36 @@ class DocumentBatches:
     @activity.defn(name="process_documents")
     async def process_documents(self, request: BatchRequest) -> BatchResult:
         async with self._steps.pulse(request.task_id, request.call_concurrency) as pulse:
-            ended = await asyncio.gather(
-                *(self._document(request, document, pulse) for document in request.documents),
-                return_exceptions=True,
-            )
+            try:
+                ended = await asyncio.gather(
+                    *(self._document(request, document, pulse) for document in request.documents),
+                    return_exceptions=True,
+                )
+            except asyncio.CancelledError:
+                if not cancelled_by_its_task():
+                    raise
+                # The task is cancelled: its last checkpoint is written from what this answer
+                # holds, so a resumed run skips every step finished here. Calls in flight were
+                # cut by the cancel and are not made again by this batch.
+                activity.logger.info("batch %d cancelled by its task", request.batch)
+                return self._cut(request, pulse)
         errors = [error for error in ended if isinstance(error, BaseException)]
         if errors:
-            raise batch_failure(errors)
+            raise batch_failure(errors, self._cut(request, pulse))
         return BatchResult(
             batch=request.batch,
             outcomes=[pulse.outcomes[document.index] for document in request.documents],
+        )
+
+    @staticmethod
+    def _cut(request: BatchRequest, pulse: ActivityPulse) -> BatchResult:
+        """What a batch stopped before its end had done, document by document."""
+        ended = [d.index for d in request.documents if d.index in pulse.outcomes]
+        steps = [*pulse.finished.values(), *pulse.abandoned.values(), *pulse.unfinished_steps()]
+        return BatchResult(
+            batch=request.batch,
+            outcomes=[pulse.outcomes[index] for index in ended],
+            unended=[step for step in steps if step.document not in ended],
         )
 
     async def _document(

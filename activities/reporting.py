@@ -200,6 +200,9 @@ class ActivityPulse:
         self._running: dict[str, StepReporter] = {}
         self.abandoned: dict[str, StepResult] = {}
         self._urgent: list[ProgressEvent] = []
+        # Last word of steps that finished since the last signal: without it, the task would
+        # count a batch's finished steps only when the whole batch ends.
+        self._settled: list[ProgressEvent] = []
         self.gate = asyncio.Semaphore(calls)
         self.halted = False
         self._last_signal = 0.0
@@ -217,17 +220,40 @@ class ActivityPulse:
             # Said at once: a retried step that succeeds quickly would end before the timer.
             self._urgent.append(reporter.event(retrying=True))
             if self._signal_task is None or self._signal_task.done():
-                self._send_progress(self._urgent)
+                self._send_progress(self._urgent + self._settled)
         return reporter
 
     def step_finished(self, reporter: StepReporter, result: StepResult) -> None:
         self._running.pop(reporter.slot, None)
         self.finished[reporter.slot] = result
+        self._settled.append(reporter.event())
 
     def step_abandoned(self, reporter: StepReporter, result: StepResult) -> None:
         """A step that failed for good: its attempts travel with the document's outcome."""
         self._running.pop(reporter.slot, None)
         self.abandoned[reporter.slot] = result
+
+    def unfinished_steps(self) -> list[StepResult]:
+        """Steps begun in this attempt or an earlier one and neither finished nor given up:
+        no outputs, only what they paid (tokens, attempts)."""
+        left = {slot: reporter.details() for slot, reporter in self._running.items()}
+        for slot, earlier in self._restored_steps.items():
+            if slot not in self.finished and slot not in self.abandoned:
+                left.setdefault(slot, earlier)
+        unfinished = []
+        for slot, step in left.items():
+            document, kind = slot.split(":", 1)
+            unfinished.append(
+                StepResult(
+                    kind=StepKind(kind),
+                    document=int(document),
+                    outputs=[],
+                    usage=step.usage,
+                    stats=step.ledger.stats,
+                    ledger=step.costs,
+                )
+            )
+        return unfinished
 
     def running_step(self, document: int, kind: StepKind) -> StepReporter | None:
         return self._running.get(slot_of(document, kind))
@@ -270,7 +296,8 @@ class ActivityPulse:
             due = time.monotonic() - self._last_signal >= self._signal_seconds
             busy = self._signal_task is not None and not self._signal_task.done()
             if (self._urgent or due) and not busy:
-                events = self._urgent + [r.event() for r in self._running.values() if r.changed]
+                changed = [r.event() for r in self._running.values() if r.changed]
+                events = self._urgent + self._settled + changed
                 if events:
                     self._send_progress(events)
 
@@ -278,6 +305,7 @@ class ActivityPulse:
         if self._workflow_id is None:
             return
         self._urgent = []
+        self._settled = []
         self._last_signal = time.monotonic()
         handle = self._client.get_workflow_handle(self._workflow_id)
         self._signal_task = asyncio.create_task(_signal_quietly(handle, events))

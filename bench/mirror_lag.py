@@ -54,6 +54,7 @@ from bench.harness import (
 from longtask.checkpoints import checkpoint_key
 from longtask.connections import connect_temporal
 from longtask.corpus import at_least_one, write_corpus
+from longtask.redis_auth import redis_url_with_password
 from longtask.settings import Settings
 from longtask.states import TaskState
 
@@ -180,7 +181,7 @@ async def run_tasks(
 ) -> tuple[float, int]:
     """Run the tasks side by side with a probe writing beside them; seconds, documents done."""
     client = await connect_temporal(settings)
-    with Probe(settings.redis_url) as probe:
+    with Probe(redis_url_with_password(settings)) as probe:
         await wait_for_subscription(watcher, probe)
         started = time.monotonic()
         handles = [
@@ -196,7 +197,7 @@ async def run_tasks(
 
 def checkpoints_in(settings: Settings) -> dict[str, tuple[str, str]]:
     """Every checkpoint the tasks left in Redis: key -> (task id, JSON text)."""
-    reader = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    reader = redis.Redis.from_url(redis_url_with_password(settings), decode_responses=True)
     try:
         keys = sorted(reader.scan_iter(match=checkpoint_key(f"{TASK_PREFIX}-*"), count=1000))
         texts = [str(text) for text in reader.mget(keys)] if keys else []
@@ -211,7 +212,8 @@ def checkpoints_in(settings: Settings) -> dict[str, tuple[str, str]]:
 async def measure(settings: Settings, corpus: Path, documents: int, tasks: int) -> MirrorLagFigures:
     write_corpus(corpus, documents)
     patterns = [checkpoint_key(f"{TASK_PREFIX}-*"), f"{PROBE_PREFIX}*"]
-    with Workers(settings) as workers, KeyWatcher(settings.redis_url, patterns) as watcher:
+    url = redis_url_with_password(settings)
+    with Workers(settings) as workers, KeyWatcher(url, patterns) as watcher:
         workers.start()
         seconds, done = await run_tasks(settings, corpus, tasks, watcher)
         await asyncio.sleep(0.5)  # the last notifications on their way

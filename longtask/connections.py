@@ -12,6 +12,7 @@ from temporalio.service import TLSConfig
 
 from longtask.codec import payload_codec
 from longtask.payload_store import data_converter
+from longtask.redis_auth import embedded_password
 from longtask.settings import Settings, SettingsError
 
 
@@ -68,16 +69,20 @@ async def connect_temporal(settings: Settings) -> Client:
 
 
 def connect_redis(settings: Settings) -> Redis:
-    """Redis at the URL (with its password, if any; rediss:// for TLS, verified against
-    LTM_REDIS_TLS_CA when set, else the system's CAs)."""
-    tls: dict[str, Any] = {}
+    """Redis at the URL (with its password, if any, or the embedded Redis's; rediss:// for
+    TLS, verified against LTM_REDIS_TLS_CA when set, else the system's CAs)."""
+    options: dict[str, Any] = {}
     if settings.redis_tls_ca is not None:
-        tls["ssl_ca_certs"] = str(settings.redis_tls_ca)
+        options["ssl_ca_certs"] = str(settings.redis_tls_ca)
+    # The embedded Redis of `make up` has a password of its own, kept in the state folder.
+    password = embedded_password(settings)
+    if password is not None:
+        options["password"] = password
     # Bounded socket timeouts: a slow or absent Redis must not hold up a task's workflow.
     return Redis.from_url(
         settings.redis_url,
         decode_responses=True,
         socket_timeout=2.0,
         socket_connect_timeout=2.0,
-        **tls,
+        **options,
     )

@@ -21,7 +21,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError
 
 from longtask.models import TaskResult, TaskStatus
-from longtask.progress import ENDED_NODE, WAITING_NODE
+from longtask.progress import ENDED_NODE, WAITING_NODE, progress_text
 from longtask.states import TaskState
 
 ROLLED_UP = frozenset({ENDED_NODE, WAITING_NODE})
@@ -67,7 +67,7 @@ async def show_live(handle: WorkflowHandle[Any, Any], console: Console) -> None:
                 retries = sum(s.errors + s.timeouts for s in status.calls.values())
                 info = (
                     f"{status.documents_done + status.documents_failed}/{status.documents} docs  "
-                    f"{record.step}/{record.total} steps  {_eta(record.eta_seconds)}  "
+                    f"{progress_text(record)}  {_eta(record.eta_seconds)}  "
                     f"${status.cost_so_far:.6f}  retries {retries}  {status.state.value}"
                 )
                 if task_bar is None:

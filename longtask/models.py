@@ -218,8 +218,14 @@ class DocumentOutcome(BaseModel):
 
 
 class BatchResult(BaseModel):
+    """How a batch ended. A batch cut by a cancel answers with what it had; one that fails for
+    good carries what its steps paid, without their texts, in its failure's details."""
+
     batch: int
     outcomes: list[DocumentOutcome]
+    # Steps of documents the batch did not end: finished ones with their outputs (a later run
+    # skips them), the others without outputs, for the tokens and attempts they paid.
+    unended: list[StepResult] = Field(default_factory=list)
 
 
 class ProgressEvent(BaseModel):
@@ -287,6 +293,12 @@ class CarriedState(BaseModel):
     started_at: datetime
     last_checkpoint_ms: int = 0
     runs: int = 1
+    # Progress when the previous run ended: what the next run shows until it has found the
+    # documents again.
+    steps_done: int = 0
+    steps_total: int = 0
+    documents: int = 0
+    documents_digest: str = ""
 
 
 TaskInput.model_rebuild()

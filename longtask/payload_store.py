@@ -32,6 +32,17 @@ from temporalio.converter import (
 DRIVER_NAME = "ltm-files"
 
 
+def _touched(path: Path) -> bool:
+    """Mark a payload as used now: retention (longtask/retention.py) deletes files by age, and
+    a file stored once may be named again by a new task or read again by a replay. False when
+    the file is gone (pruned meanwhile)."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 class FilePayloadStore(StorageDriver):
     """Content-addressed files: the same bytes are stored once, and are checked when read."""
 
@@ -47,16 +58,19 @@ class FilePayloadStore(StorageDriver):
     def _write(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
         path = self._path(digest)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".{os.getpid()}.tmp")
-            partial.write_bytes(data)
-            # A rename is atomic: a reader never sees half a payload.
-            partial.replace(path)
+        if path.exists() and _touched(path):
+            return digest
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_bytes(data)
+        # A rename is atomic: a reader never sees half a payload.
+        partial.replace(path)
         return digest
 
     def _read(self, digest: str) -> bytes:
-        data = self._path(digest).read_bytes()
+        path = self._path(digest)
+        data = path.read_bytes()
+        _touched(path)
         if hashlib.sha256(data).hexdigest() != digest:
             raise ValueError(f"stored payload {digest} is corrupt")
         return data

@@ -53,6 +53,19 @@ def build_record(
     )
 
 
+def progress_text(record: ProgressRecord) -> str:
+    """How far a task is, for people: ``12.50 % (5/40 steps)``; while a run has not found its
+    documents (``metadata.phase``), that phase first, and the figures only once there are any
+    (those a continued run carries over), never a bare ``0.00 % (0/0 steps)``."""
+    figures = f"{record.progress:.2f} % ({record.step}/{record.total} steps)"
+    phase = record.metadata.get("phase")
+    if phase is None:
+        return figures
+    if record.total == 0:
+        return f"{phase}..."
+    return f"{phase}..., {figures} so far"
+
+
 class ProgressNode(BaseModel):
     """A sub-task. A leaf counts its own steps; a parent is the roll-up of its children.
 

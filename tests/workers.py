@@ -29,6 +29,8 @@ class WorkerProcess:
             "LTM_TEMPORAL_ADDRESS": settings.temporal_address,
             "LTM_TASK_QUEUE": settings.task_queue,
             "LTM_REDIS_URL": settings.redis_url,
+            # Where the embedded Redis's password is, for a stack `make up` started.
+            "LTM_STATE_DIR": str(settings.state_dir),
             "LTM_LLM_BASE_URL": settings.llm_base_url,
             "LTM_METRICS_PORT": str(metrics_port),
             "LTM_PAYLOAD_DIR": str(settings.payload_folder),

@@ -98,6 +98,17 @@ def _check_task_id(task_id: str) -> None:
         raise ApplicationError(problem, type=INVALID_TASK_ID, non_retryable=True)
 
 
+def cut_of(error: ActivityError) -> BatchResult | None:
+    """What the steps of a batch that failed for good paid, from its failure's details; None
+    when the failure does not say (a timeout, a release before batches said it)."""
+    cause = error.cause
+    if not isinstance(cause, ApplicationError) or len(cause.details) < 2:
+        return None
+    with contextlib.suppress(ValueError):
+        return BatchResult.model_validate(cause.details[1])
+    return None
+
+
 @workflow.defn(name="DocumentTask")
 class DocumentTaskWorkflow:
     @workflow.init
@@ -246,9 +257,17 @@ class DocumentTaskWorkflow:
         batches = self._batches(todo)
         size = len(batches[0]) if batches else 1
         window = asyncio.Semaphore(max(1, self._task.document_concurrency // size))
-        await asyncio.gather(
-            *(self._batch(number, batch, window) for number, batch in enumerate(batches))
+        # On a cancel, a plain gather ends as soon as a batch still waiting for its turn is
+        # cancelled, and the task ended before the running batches had answered with what they
+        # finished. Gathering every outcome waits for all of them.
+        wait_for_all = workflow.patched("cancel-waits-for-batches")
+        ended = await asyncio.gather(
+            *(self._batch(number, batch, window) for number, batch in enumerate(batches)),
+            return_exceptions=wait_for_all,
         )
+        for outcome in ended:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     def _batches(self, documents: list[DocumentRef]) -> list[list[DocumentRef]]:
         """Documents in batches as large as allowed, yet enough of them to run side by side."""
@@ -318,6 +337,10 @@ class DocumentTaskWorkflow:
             except ActivityError as error:
                 message, _kind, _stats = failure_of(error)
                 now = workflow.now()
+                cut = cut_of(error)
+                if cut is not None:
+                    # The tokens its steps paid count, failed or not.
+                    self._book.batch_ended(documents, cut, now)
                 for document in documents:
                     if document.index not in self._book.reports:
                         self._book.document_failed(document, message, None, None, now)
@@ -326,9 +349,8 @@ class DocumentTaskWorkflow:
                     self._stop_reason = f"stopped at the first {cause.type}: {message}"
                 self._mark_dirty()
                 return
-            by_index = {document.index: document for document in documents}
-            for outcome in result.outcomes:
-                self._book.document_outcome(by_index[outcome.index], outcome, workflow.now())
+            # A batch cut by the task's cancel answers too, with what it had finished.
+            self._book.batch_ended(documents, result, workflow.now())
             self._check_budget()
             self._mark_dirty()
 

@@ -21,6 +21,7 @@ from longtask.checkpoints import (
 from longtask.cost import CostLedger, TokenUsage
 from longtask.index_ranges import from_ranges, to_ranges
 from longtask.models import (
+    BatchResult,
     CallStats,
     CarriedState,
     DocumentOutcome,
@@ -37,14 +38,24 @@ from longtask.models import (
     step_key,
 )
 from longtask.policies import StepKind
-from longtask.progress import ENDED_NODE, WAITING_NODE, ProgressNode, ProgressRecord, build_record
+from longtask.progress import (
+    ENDED_NODE,
+    WAITING_NODE,
+    ProgressNode,
+    ProgressRecord,
+    build_record,
+    progress_text,
+)
 from longtask.states import TaskState, TaskStateMachine
+from workflows.checkpoint_texts import messages_beside, step_results_of
 from workflows.task_tree import apply_event, complete_step, document_node
 
 # Up to this many documents, a task keeps every step result and report text in its state
 # and checkpoints. Beyond it, finished documents are index ranges in checkpoints and their
 # reports are files (activities/report_files.py): a checkpoint stays a few kilobytes.
 INLINE_DOCUMENTS = 100
+# The record's ``metadata.phase`` while a run has not found its documents yet.
+FINDING_DOCUMENTS = "finding documents"
 # Conversation messages a checkpoint keeps: the newest ones; every report is kept in full.
 MESSAGES_KEPT = 100
 
@@ -79,6 +90,11 @@ class TaskBook:
         self.last_checkpoint_ms = 0
         self.runs = 1
         self.resume = ResumeState()
+        # Until the documents are found (a large folder takes a while, and a continued run
+        # finds them again), the record shows this run's phase and what the last run had done.
+        self.documents_known = False
+        self.carried_figures = (0, 0, 0)
+        self.carried_digest = ""
         if task.carried is not None:
             self._take_over(task.carried)
 
@@ -92,6 +108,8 @@ class TaskBook:
         self.messages = list(carried.messages)
         self.last_checkpoint_ms = carried.last_checkpoint_ms
         self.runs = carried.runs + 1
+        self.carried_figures = (carried.steps_done, carried.steps_total, carried.documents)
+        self.carried_digest = carried.documents_digest
         self.take_results(carried.resume)
 
     @property
@@ -106,6 +124,7 @@ class TaskBook:
 
     def set_documents(self, documents: list[DocumentRef], now: datetime) -> None:
         self.documents = documents
+        self.documents_known = True
         self.tree.children = [document_node(document) for document in documents]
         self.steps_total = self.tree.steps_total()
         # Documents an earlier run of this task (continue-as-new) ended.
@@ -245,6 +264,31 @@ class TaskBook:
         )
         self._ended(document.index)
 
+    def batch_ended(self, documents: list[DocumentRef], result: BatchResult, now: datetime) -> None:
+        """Book what a batch answered: each document that ended, and the steps of those it
+        did not end (it was cut by a cancel, or failed for good)."""
+        by_index = {document.index: document for document in documents}
+        for outcome in result.outcomes:
+            if outcome.index in by_index:
+                self.document_outcome(by_index[outcome.index], outcome, now)
+        for step in result.unended:
+            document = by_index.get(step.document)
+            if document is None or document.index in self.reports:
+                continue
+            if step.outputs:
+                # Finished: in the next checkpoint, so a resumed run does not ask for it again.
+                self.step_finished(document, step.kind, step.model, step, now)
+            else:
+                self._step_spent(document, step)
+
+    def _step_spent(self, document: DocumentRef, result: StepResult) -> None:
+        """A step that did not finish: its attempts and tokens count, it has no outputs."""
+        key = _key(document.index, result.kind)
+        self.stats[key] = result.stats
+        self.running_usage.pop(key, None)
+        self.usage.merge(result.usage)
+        self.ledger.merge(result.ledger)
+
     def document_outcome(
         self, document: DocumentRef, outcome: DocumentOutcome, now: datetime
     ) -> None:
@@ -256,11 +300,7 @@ class TaskBook:
                 self.step_finished(document, kind, result.model, result, now)
             elif result is not None:
                 # The step that failed: its attempts and tokens count, its outputs do not exist.
-                key = _key(document.index, kind)
-                self.stats[key] = result.stats
-                self.running_usage.pop(key, None)
-                self.usage.merge(result.usage)
-                self.ledger.merge(result.ledger)
+                self._step_spent(document, result)
             else:
                 self._recall_step(document, kind, now)
         if outcome.state is TaskState.COMPLETED:
@@ -311,15 +351,25 @@ class TaskBook:
             totals.setdefault(StepKind(key.split(":", 1)[1]), CallStats()).merge(stats)
         return totals
 
+    def figures(self) -> tuple[int, int, int]:
+        """Steps done, steps in all, documents: as the last run left them while this one is
+        still finding its documents (all zero for a new task)."""
+        if not self.documents_known:
+            return self.carried_figures
+        return self.steps_done(), self.steps_total, len(self.documents)
+
     def record(self, now: datetime) -> ProgressRecord:
+        done, total, documents = self.figures()
+        metadata: dict[str, Any] = {} if self.documents_known else {"phase": FINDING_DOCUMENTS}
         record = build_record(
             self.task.task_id,
-            self.steps_done(),
-            self.steps_total,
+            done,
+            total,
             (now - self.started_at).total_seconds(),
             {
+                **metadata,
                 "state": self.machine.state.value,
-                "documents": len(self.documents),
+                "documents": documents,
                 "documents_done": len(self.reports),
                 "documents_running": len(self.in_flight),
                 "cost_so_far": self.cost(),
@@ -334,9 +384,8 @@ class TaskBook:
         """One line for the Temporal UI's current details of the task."""
         record = self.record(now)
         return (
-            f"**{self.machine.state.value}** {record.progress:.2f} % "
-            f"({record.step}/{record.total} steps), "
-            f"{len(self.reports)}/{len(self.documents)} documents, "
+            f"**{self.machine.state.value}** {progress_text(record)}, "
+            f"{len(self.reports)}/{record.metadata['documents']} documents, "
             f"cost ${self.cost():.6f}"
         )
 
@@ -367,7 +416,7 @@ class TaskBook:
             retrying_steps=sorted(self.retrying),
             calls=self.calls_by_kind(),
             ledger=self.ledger,
-            documents=len(self.documents),
+            documents=self.figures()[2],
             documents_done=len(self.reports) - failed,
             documents_failed=failed,
         )
@@ -393,7 +442,12 @@ class TaskBook:
         record = self.record(now)
         self.last_checkpoint_ms = next_checkpoint_ms(now, self.last_checkpoint_ms)
         variables: dict[str, Any] = {"state": self.machine.state.value, "paths": self.task.paths}
-        if self.inline:
+        step_results = [r for i in sorted(self.step_results) for r in self.step_results[i]]
+        if not self.documents_known:
+            # What the runs before this one did, so this checkpoint, the newest, says no less.
+            variables.update(self._earlier_variables())
+            step_results = step_results_of(self.resume)
+        elif self.inline:
             variables["documents"] = [d.name for d in self.documents]
             variables["reports"] = {r.name: r.state.value for r in self.reports.values()}
         else:
@@ -412,10 +466,10 @@ class TaskBook:
             timestamp=iso_utc(now),
             progress=record.progress,
             state=CheckpointState(
-                messages=self.messages,
+                messages=messages_beside(self.messages, step_results),
                 variables=variables,
                 current_step=record.step,
-                step_results=[r for i in sorted(self.step_results) for r in self.step_results[i]],
+                step_results=step_results,
             ),
             metadata={
                 "model": self.last_model,
@@ -428,6 +482,29 @@ class TaskBook:
         )
         snapshot = ProgressSnapshot(timestamp=now.timestamp(), status=record)
         return MirrorWrite(checkpoint=checkpoint, snapshot=snapshot)
+
+    def _earlier_variables(self) -> dict[str, Any]:
+        """Checkpoint variables of a run still finding its documents: the documents earlier
+        runs finished, as the run before this one (or the checkpoint resumed from) named them.
+        A resumed run that has not read its checkpoint yet names it (``resume_from``)."""
+        failed = {r.name: r.error for r in self.reports.values() if r.state is TaskState.FAILED}
+        variables: dict[str, Any] = {
+            "phase": FINDING_DOCUMENTS,
+            "documents": self.carried_figures[2],
+            "failed": dict(list(failed.items())[:INLINE_DOCUMENTS]),
+            "failed_count": len(failed),
+        }
+        if self.carried_figures[2] > INLINE_DOCUMENTS:
+            # A large task names its finished documents as ranges (see below).
+            completed = (i for i, r in self.reports.items() if r.state is TaskState.COMPLETED)
+            variables["finished"] = to_ranges(completed)
+            variables["documents_digest"] = self.carried_digest
+        elif self.resume.finished:
+            variables["finished"] = self.resume.finished
+            variables["documents_digest"] = self.resume.documents_digest
+        if self.task.resume_from is not None:
+            variables["resume_from"] = self.task.resume_from.checkpoint_id
+        return variables
 
     def carry_over(self) -> TaskInput:
         """This task's input for its next run: everything done so far travels with it."""
@@ -446,5 +523,9 @@ class TaskBook:
             started_at=self.started_at,
             last_checkpoint_ms=self.last_checkpoint_ms,
             runs=self.runs,
+            steps_done=self.steps_done(),
+            steps_total=self.steps_total,
+            documents=len(self.documents),
+            documents_digest=documents_digest(self.documents),
         )
         return self.task.model_copy(update={"carried": carried, "resume_from": None})

@@ -1,0 +1,135 @@
+"""What each `ltm` command does, through the task client; expected errors become one line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from rich.console import Console
+
+from longtask.cli.output import print_status, print_task_list
+from longtask.cli.parser import MODEL_KINDS
+from longtask.client import TaskClient
+from longtask.client_errors import TaskError, UsageError, no_worker_hint
+from longtask.cost import TaskBudget
+from longtask.live_view import print_result, show_live
+from longtask.settings import Settings, SettingsError, load_settings
+from longtask.states import TaskState
+from longtask.task_list import TaskFilter, parse_state
+from longtask.task_start import checked_budget, missing_paths, settings_budget, task_input
+
+# Exit codes: a bad input is the caller's to fix (2); anything else expected is 1.
+USAGE_EXIT = 2
+FAILED_EXIT = 1
+
+
+def run_command(args: argparse.Namespace, prog: str) -> int:
+    try:
+        settings = load_settings()
+        return asyncio.run(dispatch(args, settings, prog))
+    except (SettingsError, UsageError) as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return USAGE_EXIT
+    except TaskError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return FAILED_EXIT
+    except KeyboardInterrupt:
+        # Ctrl-C only stops the client; the task goes on.
+        print(f"{prog}: stopped watching; the task goes on", file=sys.stderr)
+        return 130
+
+
+def task_filter(args: argparse.Namespace) -> TaskFilter:
+    return TaskFilter(
+        state=None if args.state is None else parse_state(args.state),
+        min_progress=args.min_progress,
+        max_progress=args.max_progress,
+        min_cost_usd=args.min_cost,
+        max_cost_usd=args.max_cost,
+        limit=args.limit,
+    )
+
+
+async def warn_without_worker(tasks: TaskClient, prog: str, what: str) -> None:
+    """Say so when nothing polls the task queue: else the task seems stuck for no reason."""
+    if await tasks.workers() == 0:
+        hint = no_worker_hint(tasks.settings.task_queue)
+        print(f"{prog}: warning: {hint}; {what}", file=sys.stderr)
+
+
+async def dispatch(args: argparse.Namespace, settings: Settings, prog: str) -> int:
+    # Bad input is refused before any connection is attempted.
+    if args.command in ("run", "start"):
+        models = {kind: getattr(args, f"model_{kind}") for kind in MODEL_KINDS}
+        budget = checked_budget(args.budget_usd, args.budget_tokens, settings_budget(settings))
+        task = task_input(settings, args.paths, args.task_id, models, budget)
+        # Warned, not refused: the worker may see files this machine does not.
+        for warning in missing_paths(args.paths):
+            print(f"{prog}: warning: {warning}", file=sys.stderr)
+    if args.command == "resume":
+        checked_budget(args.budget_usd, args.budget_tokens, TaskBudget())
+    tasks = await TaskClient.connect(settings)
+    console = Console()
+    if args.command in ("run", "start"):
+        task_id = await tasks.start_input(task, new_run=args.new_run)
+        await warn_without_worker(tasks, prog, "the task waits until one does")
+        if args.command == "start":
+            print(task_id)
+            return 0
+        ui = f"http://{settings.temporal_host_port[0]}:{settings.temporal_ui_port}"
+        console.print(
+            f"task {task_id} started; watch it in the Temporal UI: {ui}",
+            soft_wrap=True,
+            markup=False,
+        )
+        return await watch(tasks, task_id, console, prog)
+    if args.command == "watch":
+        return await watch(tasks, args.task_id, console, prog)
+    if args.command == "status":
+        await tasks.describe_status(args.task_id)
+        await warn_without_worker(tasks, prog, "the figures below come from the Redis mirror")
+        status = await tasks.status(args.task_id)
+        if args.json:
+            print(json.dumps(status, indent=2))
+        else:
+            print_status(args.task_id, status, console)
+        return 0
+    if args.command == "list":
+        found = await tasks.list_tasks(task_filter(args))
+        if args.json:
+            print(json.dumps([task.model_dump(mode="json") for task in found], indent=2))
+        else:
+            print_task_list(found, console)
+        return 0
+    if args.command == "pause":
+        print(f"task {args.task_id} {await tasks.pause(args.task_id)}")
+        return 0
+    if args.command == "resume":
+        print(
+            await tasks.resume(args.task_id, args.checkpoint, args.budget_usd, args.budget_tokens)
+        )
+        return 0
+    if args.command == "cancel":
+        await tasks.cancel(args.task_id)
+        print(f"cancel requested for {args.task_id}")
+        return 0
+    if args.command == "checkpoints":
+        await tasks.describe_status(args.task_id)
+        for checkpoint_id in await tasks.list_checkpoints(args.task_id):
+            print(checkpoint_id)
+        return 0
+    raise UsageError(f"unknown command {args.command}")
+
+
+async def watch(tasks: TaskClient, task_id: str, console: Console, prog: str) -> int:
+    await tasks.describe_status(task_id)
+    await warn_without_worker(tasks, prog, "progress shows once a worker runs the task")
+    await show_live(tasks.handle(task_id), console)
+    result = await tasks.result(task_id)
+    if result is None:
+        console.print(f"task {task_id} cancelled", markup=False)
+        return FAILED_EXIT
+    print_result(result, console, tasks.settings.report_folder())
+    return 0 if result.state is TaskState.COMPLETED else FAILED_EXIT

@@ -128,7 +128,8 @@ class TaskClient:
         """The progress record plus ``state`` (what `ltm status --json` prints): from the
         task itself, else from the Redis mirror."""
         await self.describe_status(task_id)
-        status = await query_status(self.handle(task_id))
+        # Without a worker a query only waits for its timeout: go to the mirror at once.
+        status = await query_status(self.handle(task_id)) if await self.workers() else None
         if status is not None:
             return status_record(status)
         redis = self.redis()

@@ -82,7 +82,7 @@ async def resume_task_run(
             raise TaskRefusedError(f"task {task_id} completed; there is nothing to resume")
     checkpoint = await load_checkpoint(redis, task_id, checkpoint_id)
     if checkpoint is None:
-        which = f"checkpoint {checkpoint_id} is" if checkpoint_id else "no checkpoint is"
+        which = f"checkpoint {checkpoint_id} is not" if checkpoint_id else "no checkpoint is"
         raise CheckpointNotFoundError(
             f"task {task_id}: {which} in Redis; `ltm checkpoints {task_id}` lists those kept"
         )

@@ -88,9 +88,8 @@ async def dispatch(args: argparse.Namespace, settings: Settings, prog: str) -> i
     if args.command == "watch":
         return await watch(tasks, args.task_id, console, prog)
     if args.command == "status":
-        await tasks.describe_status(args.task_id)
-        await warn_without_worker(tasks, prog, "the figures below come from the Redis mirror")
         status = await tasks.status(args.task_id)
+        await warn_without_worker(tasks, prog, "these figures come from the Redis mirror")
         if args.json:
             print(json.dumps(status, indent=2))
         else:

@@ -139,22 +139,23 @@ def print_result(result: TaskResult, console: Console, report_folder: Path | Non
 
 def ledger_table(result: TaskResult) -> Table:
     """Tokens and money per step, model, attempt and outcome, in pipeline order, with totals.
-    Numbers never wrap; names fold onto a second line when 80 columns are not enough."""
-    table = Table(title="cost ledger", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("step", "model", "status"):
-        table.add_column(column, overflow="fold")
+    Numbers never wrap; at 80 columns the step and its model share a column, folding onto a
+    second line, so the numbers keep their room."""
+    table = Table(title="cost ledger", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("step  model", overflow="fold", min_width=9)
+    table.add_column("status", overflow="fold", min_width=7)
     for column in ("try", "calls", "prompt", "output", "saved", "cost $"):
         table.add_column(column, justify="right", no_wrap=True)
     rows = result.ledger.pipeline_rows()
     for entry in rows:
         table.add_row(
-            entry.step, Text(entry.model), entry.status, str(entry.attempt), f"{entry.calls:,}",
-            f"{entry.prompt_tokens:,}", f"{entry.completion_tokens:,}", f"{entry.saved_tokens:,}",
-            f"{entry.cost():.6f}",
+            Text(f"{entry.step}  {entry.model}"), entry.status, str(entry.attempt),
+            f"{entry.calls:,}", f"{entry.prompt_tokens:,}", f"{entry.completion_tokens:,}",
+            f"{entry.saved_tokens:,}", f"{entry.cost():.6f}",
         )  # fmt: skip
     table.add_section()
     table.add_row(
-        "total", "", "", "", f"{sum(e.calls for e in rows):,}",
+        "total", "", "", f"{sum(e.calls for e in rows):,}",
         f"{sum(e.prompt_tokens for e in rows):,}", f"{sum(e.completion_tokens for e in rows):,}",
         f"{sum(e.saved_tokens for e in rows):,}", f"{sum(e.cost() for e in rows):.6f}",
     )  # fmt: skip

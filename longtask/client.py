@@ -37,7 +37,6 @@ from longtask.client_errors import (
     no_worker_hint,
 )
 from longtask.connections import connect_redis, connect_temporal
-from longtask.cost import TaskBudget
 from longtask.live_view import query_status
 from longtask.models import TaskInput, TaskResult, TaskStatus
 from longtask.progress import ProgressRecord
@@ -45,7 +44,7 @@ from longtask.settings import Settings, load_settings, redact_url
 from longtask.task_list import TaskFilter, TaskSummary, list_tasks
 from longtask.task_queue import worker_count
 from longtask.task_resume import resume_task_run
-from longtask.task_start import start_task, task_input
+from longtask.task_start import checked_budget, settings_budget, start_task, task_input
 
 # How long pause and resume wait for a worker to take the update before giving up.
 UPDATE_WAIT = timedelta(seconds=30)
@@ -91,11 +90,14 @@ class TaskClient:
         *,
         task_id: str | None = None,
         models: dict[str, str | None] | None = None,
-        budget: TaskBudget | None = None,
+        budget_usd: float | None = None,
+        budget_tokens: int | None = None,
         new_run: bool = False,
     ) -> str:
-        """Start a task on ``paths``; its id (given, or generated). An id already used is
-        refused unless ``new_run`` (then its ended task starts again from zero)."""
+        """Start a task on ``paths``; its id (given, or generated). A budget limit not named
+        is the settings' (LTM_BUDGET_*). An id already used is refused unless ``new_run``
+        (then its ended task starts again from zero)."""
+        budget = checked_budget(budget_usd, budget_tokens, settings_budget(self.settings))
         task = task_input(self.settings, paths, task_id, models, budget)
         return await start_task(self.temporal, self.settings, task, new_run)
 

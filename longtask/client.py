@@ -43,7 +43,7 @@ from longtask.progress import ProgressRecord
 from longtask.settings import Settings, load_settings, redact_url
 from longtask.task_list import TaskFilter, TaskSummary, list_tasks
 from longtask.task_queue import worker_count
-from longtask.task_resume import resume_task_run
+from longtask.task_resume import checkpoint_problem, resume_task_run
 from longtask.task_start import checked_budget, settings_budget, start_task, task_input
 
 # How long pause and resume wait for a worker to take the update before giving up.
@@ -189,6 +189,8 @@ class TaskClient:
         """Continue a paused task, or start a new run of an ended one from a checkpoint (the
         newest, or ``checkpoint_id``) with its budget, each limit named here replacing the
         old one; a sentence saying what happened."""
+        # A checkpoint id of another task is bad input: refused before asking anyone.
+        checkpoint_problem(task_id, checkpoint_id)
         ended = await self.describe_status(task_id) != WorkflowExecutionStatus.RUNNING
         if not ended and checkpoint_id is None:
             await self._update(task_id, "resume")

@@ -96,8 +96,11 @@ async def show_live(handle: WorkflowHandle[Any, Any], console: Console) -> None:
             if status is not None:
                 live.update(task_view(status), refresh=True)
             if description.status != WorkflowExecutionStatus.RUNNING:
-                return
+                break
             await asyncio.sleep(POLL_SECONDS)
+    if not console.is_terminal:
+        # Printed to a file or pipe, the last view ends without a line break of its own.
+        console.line()
 
 
 def print_result(result: TaskResult, console: Console, report_folder: Path | None = None) -> None:

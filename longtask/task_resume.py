@@ -51,6 +51,15 @@ def checkpoint_usage(checkpoint: Checkpoint) -> TokenUsage:
     return TokenUsage.model_validate(checkpoint.metadata.get("usage") or {})
 
 
+def checkpoint_problem(task_id: str, checkpoint_id: str | None) -> None:
+    """Refuse a checkpoint id that is not one of ``task_id``'s own."""
+    if checkpoint_id is not None and not is_checkpoint_of(checkpoint_id, task_id):
+        raise UsageError(
+            f"checkpoint {checkpoint_id!r} is not one of task {task_id}'s (they are named "
+            f"{task_id}_<milliseconds>); see `ltm checkpoints {task_id}` or leave out --checkpoint"
+        )
+
+
 async def resume_task_run(
     client: Client,
     settings: Settings,
@@ -64,11 +73,7 @@ async def resume_task_run(
     # Imported here: the workflow module pulls in the whole workflow code.
     from workflows.document_task import DocumentTaskWorkflow
 
-    if checkpoint_id is not None and not is_checkpoint_of(checkpoint_id, task_id):
-        raise UsageError(
-            f"checkpoint {checkpoint_id!r} is not one of task {task_id}'s (they are named "
-            f"{task_id}_<milliseconds>); see `ltm checkpoints {task_id}` or leave out --checkpoint"
-        )
+    checkpoint_problem(task_id, checkpoint_id)
     handle = client.get_workflow_handle(task_id)
     description = await handle.describe()
     if description.status == WorkflowExecutionStatus.RUNNING:

@@ -8,6 +8,7 @@ import json
 import sys
 
 from rich.console import Console
+from temporalio.service import RPCError
 
 from longtask.cli.output import print_status, print_task_list
 from longtask.cli.parser import MODEL_KINDS
@@ -34,6 +35,15 @@ def run_command(args: argparse.Namespace, prog: str) -> int:
         return USAGE_EXIT
     except TaskError as error:
         print(f"{prog}: {error}", file=sys.stderr)
+        return FAILED_EXIT
+    except RPCError as error:
+        # Temporal answered the connection but not this call (it stopped, or refused it).
+        first_line = str(error).splitlines()[0] if str(error) else error.status.name
+        print(
+            f"{prog}: Temporal refused the request ({error.status.name}: {first_line}); "
+            "check that the stack is up (`make up`) and LTM_TEMPORAL_* point at it",
+            file=sys.stderr,
+        )
         return FAILED_EXIT
     except KeyboardInterrupt:
         # Ctrl-C only stops the client; the task goes on.

@@ -270,6 +270,12 @@ class TaskClient:
         except WorkflowUpdateFailedError as failure:
             reason = getattr(failure.cause, "message", None) or str(failure.cause)
             raise TaskRefusedError(f"task {task_id}: {reason}") from None
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:  # the run closed before taking it
+                raise TaskRefusedError(
+                    f"task {task_id} ended before it took the {name}; see `ltm status {task_id}`"
+                ) from None
+            raise
 
 
 def status_record(status: TaskStatus) -> dict[str, Any]:

@@ -33,7 +33,7 @@ def test_a_stack_that_is_not_running_is_named() -> None:
 async def test_an_update_the_state_machine_refuses_gives_its_reason(
     client: Client, settings: Settings, worker: Worker, llm: LlmServer
 ) -> None:
-    llm.add({"type": "delay", "seconds": 0.5, "times": None})
+    llm.add({"type": "delay", "seconds": 2, "times": None})  # still running when refused
     task, handle = await start(client, settings, [EXAMPLES])
     await wait_for_status(handle, lambda s: s.record.total > 0)
     refused = await ltm(settings, "resume", task.task_id)

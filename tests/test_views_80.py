@@ -91,7 +91,7 @@ async def test_the_live_view_fits_80_columns_and_shows_no_eta_while_paused(
     long_id = f"a-task-with-a-rather-long-id-{uuid.uuid4().hex}"
     task_id = await tasks.start([str(EXAMPLES)], task_id=long_id)
     handle = tasks.handle(task_id)
-    status = await wait_for_status(handle, lambda s: s.record.step > 0)
+    status = await wait_for_status(handle, lambda s: s.record.total > 0)
     text = rendered(task_view(status))
     record = status.record
     for figure in (

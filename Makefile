@@ -20,7 +20,7 @@ install: $(INSTALLED)
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,local,bench]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,local,bench,tracing]'
 	touch $(INSTALLED)
 
 up: $(INSTALLED)

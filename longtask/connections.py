@@ -13,6 +13,7 @@ from temporalio.service import TLSConfig
 from longtask.codec import payload_codec
 from longtask.payload_store import data_converter
 from longtask.settings import Settings, SettingsError
+from longtask.tracing import tracing_interceptors
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ async def connect_temporal(settings: Settings) -> Client:
         ),
         tls=target.tls,
         api_key=target.api_key,
+        interceptors=tracing_interceptors(settings),
     )
 
 

@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
 
@@ -19,8 +20,18 @@ from tests.workers import WorkerProcess
 TRACING = {"LTM_TRACING": "console"}
 
 
+def spans(text: str) -> list[dict[str, Any]]:
+    """Every span the console exporter printed into ``text`` (between other log lines)."""
+    decoder = json.JSONDecoder()
+    found = []
+    for start in (m.start() for m in re.finditer(r'^\{\n    "name": ', text, re.MULTILINE)):
+        span, _ = decoder.raw_decode(text[start:])
+        found.append(span)
+    return found
+
+
 def span_names(text: str) -> set[str]:
-    return set(re.findall(r'^    "name": "([^"]+)",$', text, re.MULTILINE))
+    return {span["name"] for span in spans(text)}
 
 
 async def test_spans_for_the_task_its_activities_and_provider_calls(
@@ -41,11 +52,16 @@ async def test_spans_for_the_task_its_activities_and_provider_calls(
 
     await asyncio.wait_for(client.get_workflow_handle(task_id).result(), timeout=120)
     workers.pop().stop()  # stopped, so every span is written
-    names = span_names(log.read_text())
+    printed = spans(log.read_text())
+    names = {span["name"] for span in printed}
     assert {"RunWorkflow:DocumentTask", "RunActivity:process_documents"} <= names
     assert {"llm.chat", "llm.embed"} <= names
-    # A provider call's span names its model.
-    assert '"llm.model": "gpt-4.1"' in log.read_text()
-    # Each span the worker printed is JSON of its own.
-    first = log.read_text().index("{\n")
-    json.JSONDecoder().raw_decode(log.read_text()[first:])
+    # Each provider call is a child of the activity that made it, and names its model.
+    activities = {
+        span["context"]["span_id"]
+        for span in printed
+        if span["name"] == "RunActivity:process_documents"
+    }
+    calls = [span for span in printed if span["name"].startswith("llm.")]
+    assert all(span["parent_id"] in activities for span in calls)
+    assert {"gpt-4.1", "deepseek-v3.2"} <= {span["attributes"]["llm.model"] for span in calls}

@@ -97,3 +97,9 @@ def test_a_bad_state_filter_is_refused_before_connecting(settings: Settings) -> 
     done = run_ltm(settings, "list", "--state", "sleeping")
     assert done.returncode == 2
     assert "invalid choice: 'sleeping'" in done.stderr
+
+
+def test_a_list_limit_below_one_is_refused(settings: Settings) -> None:
+    done = run_ltm(settings, "list", "--limit", "0")
+    assert done.returncode == 2
+    assert "--limit 0: give 1 or more" in one_line(done)

@@ -46,12 +46,14 @@ def run_command(args: argparse.Namespace, prog: str) -> int:
         )
         return FAILED_EXIT
     except KeyboardInterrupt:
-        # Ctrl-C only stops the client; the task goes on.
-        print(f"{prog}: stopped watching; the task goes on", file=sys.stderr)
+        # Ctrl-C stops this command only; a task it started or watched goes on.
+        print(f"{prog}: interrupted; a started task goes on (`{prog} list`)", file=sys.stderr)
         return 130
 
 
 def task_filter(args: argparse.Namespace) -> TaskFilter:
+    if args.limit < 1:
+        raise UsageError(f"--limit {args.limit}: give 1 or more")
     return TaskFilter(
         state=None if args.state is None else parse_state(args.state),
         min_progress=args.min_progress,

@@ -28,6 +28,33 @@ Exit codes: 0 done, 1 the task or the request failed, 2 bad input.
 """
 
 
+# Examples under each command's own --help.
+COMMAND_EXAMPLES = {
+    "run": "ltm run examples/ --budget-usd 0.50",
+    "start": "ltm start docs/ --task-id weekly --model-final gpt-4.1-mini",
+    "watch": "ltm watch weekly",
+    "status": "ltm status weekly --json | jq .progress",
+    "list": "ltm list --state completed --min-cost 1\n  ltm list --max-progress 50 --json",
+    "cancel": "ltm cancel weekly",
+    "pause": "ltm pause weekly",
+    "resume": "ltm resume weekly\n  ltm resume weekly --checkpoint weekly_1795490561000",
+    "checkpoints": "ltm checkpoints weekly | head -3",
+    "completion": "source <(ltm completion bash)\n  ltm completion zsh > ~/.zfunc/_ltm",
+}
+
+
+def add_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str
+) -> argparse.ArgumentParser:
+    return commands.add_parser(
+        name,
+        help=text,
+        description=text,
+        epilog=f"examples:\n  {COMMAND_EXAMPLES[name]}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def version() -> str:
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as installed
@@ -48,7 +75,7 @@ def parser(prog: str = "ltm") -> argparse.ArgumentParser:
     root.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in (("run", "start a task and watch it"), ("start", "start a task")):
-        command = commands.add_parser(name, help=text, description=text)
+        command = add_command(commands, name, text)
         command.add_argument("paths", nargs="+", help=".txt, .md or .pdf files, or folders")
         command.add_argument("--task-id", help="id to give the task (default: generated)")
         command.add_argument(
@@ -73,7 +100,7 @@ def parser(prog: str = "ltm") -> argparse.ArgumentParser:
     resumed.add_argument("--checkpoint", help="checkpoint id to start from (default: the newest)")
     add_budget_options(resumed)
     with_task_id(commands, "checkpoints", "the task's checkpoint ids in Redis, newest first")
-    completion = commands.add_parser("completion", help="print a shell completion script")
+    completion = add_command(commands, "completion", "print a shell completion script")
     completion.add_argument("shell", choices=("bash", "zsh"))
     return root
 
@@ -81,14 +108,14 @@ def parser(prog: str = "ltm") -> argparse.ArgumentParser:
 def with_task_id(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str
 ) -> argparse.ArgumentParser:
-    command = commands.add_parser(name, help=text, description=text)
+    command = add_command(commands, name, text)
     command.add_argument("task_id", help="the task's id (as `start` printed it)")
     return command
 
 
 def add_list(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     text = "tasks, newest first, filtered by state, progress and cost"
-    listed = commands.add_parser("list", help=text, description=text)
+    listed = add_command(commands, "list", text)
     listed.add_argument("--state", choices=STATES, help="only tasks in this state")
     listed.add_argument("--min-progress", type=float, metavar="PERCENT")
     listed.add_argument("--max-progress", type=float, metavar="PERCENT")

@@ -103,9 +103,14 @@ async def show_live(handle: WorkflowHandle[Any, Any], console: Console) -> None:
         console.line()
 
 
-def print_result(result: TaskResult, console: Console, report_folder: Path | None = None) -> None:
-    """Reports (in full for a few documents), the ledger and the outcome; for a large task,
-    where its report files are."""
+def print_result(
+    result: TaskResult,
+    console: Console,
+    report_folder: Path | None = None,
+    prices: dict[str, float] | None = None,
+) -> None:
+    """Reports (in full for a few documents), the ledger at the task's ``prices`` and the
+    outcome; for a large task, where its report files are."""
     shown = result.documents if len(result.documents) <= PRINTED_REPORTS else []
     for document in shown:
         if document.report:
@@ -122,7 +127,7 @@ def print_result(result: TaskResult, console: Console, report_folder: Path | Non
             )
         if len(failed) > PRINTED_REPORTS:
             console.print(f"... and {len(failed) - PRINTED_REPORTS} more failed documents")
-    print_ledger(result, console)
+    console.print(ledger_table(result, prices))
     files = [d.report_file for d in result.documents if d.report_file]
     if not shown and files and report_folder is not None:
         # One line, unbroken, so it can be copied.
@@ -140,7 +145,7 @@ def print_result(result: TaskResult, console: Console, report_folder: Path | Non
     )
 
 
-def ledger_table(result: TaskResult) -> Table:
+def ledger_table(result: TaskResult, prices: dict[str, float] | None = None) -> Table:
     """Tokens and money per step, model, attempt and outcome, in pipeline order, with totals.
     Numbers never wrap; at 80 columns the step and its model share a column, folding onto a
     second line, so the numbers keep their room."""
@@ -154,16 +159,12 @@ def ledger_table(result: TaskResult) -> Table:
         table.add_row(
             Text(f"{entry.step}  {entry.model}"), entry.status, str(entry.attempt),
             f"{entry.calls:,}", f"{entry.prompt_tokens:,}", f"{entry.completion_tokens:,}",
-            f"{entry.saved_tokens:,}", f"{entry.cost():.6f}",
+            f"{entry.saved_tokens:,}", f"{entry.cost(prices):.6f}",
         )  # fmt: skip
     table.add_section()
     table.add_row(
         "total", "", "", f"{sum(e.calls for e in rows):,}",
         f"{sum(e.prompt_tokens for e in rows):,}", f"{sum(e.completion_tokens for e in rows):,}",
-        f"{sum(e.saved_tokens for e in rows):,}", f"{sum(e.cost() for e in rows):.6f}",
+        f"{sum(e.saved_tokens for e in rows):,}", f"{sum(e.cost(prices) for e in rows):.6f}",
     )  # fmt: skip
     return table
-
-
-def print_ledger(result: TaskResult, console: Console) -> None:
-    console.print(ledger_table(result))

@@ -33,7 +33,7 @@ from longtask.progress import ProgressRecord
 from longtask.settings import Settings, load_settings, redact_url
 from longtask.task_list import TaskFilter, TaskSummary, list_tasks
 from longtask.task_queue import worker_count
-from longtask.task_resume import checkpoint_problem, resume_task_run
+from longtask.task_resume import checkpoint_problem, previous_input, resume_task_run
 from longtask.task_start import checked_budget, settings_budget, start_task, task_input
 
 # How long pause and resume wait for a worker to take the update before giving up.
@@ -123,7 +123,7 @@ class TaskClient:
         # Without a worker a query only waits for its timeout: go to the mirror at once.
         status = await query_status(self.handle(task_id)) if await self.workers() else None
         if status is not None:
-            return status_record(status)
+            return status_record(status, await self.prices(task_id))
         redis = self.redis()
         try:
             raw = await redis.get(progress_key(task_id))
@@ -153,6 +153,11 @@ class TaskClient:
             if not running:
                 return
             await asyncio.sleep(WATCH_POLL_SECONDS)
+
+    async def prices(self, task_id: str) -> dict[str, float]:
+        """The prices per million tokens the task was started with (fixed for its life)."""
+        task = await previous_input(self.handle(task_id), self.temporal)
+        return dict(task.prices)
 
     async def result(self, task_id: str) -> TaskResult | None:
         """The ended task's result (waiting for the end); None when it was cancelled."""
@@ -268,8 +273,9 @@ class TaskClient:
             raise
 
 
-def status_record(status: TaskStatus) -> dict[str, Any]:
-    """The task's query answer as the JSON `ltm status --json` prints."""
+def status_record(status: TaskStatus, prices: dict[str, float] | None = None) -> dict[str, Any]:
+    """The task's query answer as the JSON `ltm status --json` prints; ledger rows priced at
+    the task's ``prices`` (default: the standard table)."""
     calls = {kind.value: stats.model_dump() for kind, stats in status.calls.items()}
     return {
         **status.record.model_dump(mode="json"),
@@ -280,7 +286,7 @@ def status_record(status: TaskStatus) -> dict[str, Any]:
         "documents_failed": status.documents_failed,
         "calls": calls,
         "ledger": [
-            {**entry.model_dump(), "cost_usd": entry.cost()}
+            {**entry.model_dump(), "cost_usd": entry.cost(prices)}
             for entry in status.ledger.pipeline_rows()
         ],
     }

@@ -127,3 +127,21 @@ async def test_list_filters_by_state_progress_and_cost(
     assert set(done) <= {task.task_id for task in found}
     table = await ltm(settings, "list", "--state", "completed", "--limit", "1000")
     assert all(task_id in table.stdout for task_id in done)
+
+
+async def test_ledger_rows_are_priced_at_the_tasks_own_prices(
+    client: Client, settings: Settings, worker: Worker, llm: LlmServer
+) -> None:
+    prices = {"gpt-4.1": 100.0, "gemini-2.5-flash": 0.0, "deepseek-v3.2": 1.0}
+    tasks = TaskClient(client, settings.model_copy(update={"prices": prices}))
+    task_id = await tasks.start([ONE_DOCUMENT])
+    await tasks.result(task_id)
+    status = await tasks.status(task_id)
+    rows = status["ledger"]
+    for row in rows:
+        tokens = row["prompt_tokens"] + row["completion_tokens"]
+        assert row["cost_usd"] == round(tokens * prices[row["model"]] / 1_000_000, 6), row
+    assert abs(sum(row["cost_usd"] for row in rows) - status["cost_so_far"]) < 1e-5 * len(rows)
+    assert [row["step"] for row in rows] == sorted(
+        (row["step"] for row in rows), key=["embed", "summarize", "reason", "report"].index
+    )

@@ -103,7 +103,8 @@ class Command:
         if result is None:
             self.console.print(f"task {task_id} cancelled", markup=False)
             return FAILED_EXIT
-        print_result(result, self.console, self.tasks.settings.report_folder())
+        prices = await self.tasks.prices(task_id)
+        print_result(result, self.console, self.tasks.settings.report_folder(), prices)
         return 0 if result.state is TaskState.COMPLETED else FAILED_EXIT
 
     async def status(self) -> int:

@@ -132,6 +132,7 @@ class Command:
         elif args.command == "resume":
             budget = (args.budget_usd, args.budget_tokens)
             print(await self.tasks.resume(task_id, args.checkpoint, *budget))
+            await self.warn_without_worker("the new run waits until one does")
         else:
             await self.tasks.cancel(task_id)
             print(f"cancel requested for {task_id}")

@@ -60,12 +60,6 @@ class TaskClient:
             ) from None
         return cls(client, settings)
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
     async def workers(self) -> int:
         """How many workers poll this client's task queue."""
         return await worker_count(self.temporal, self.settings.task_queue)
@@ -121,7 +115,8 @@ class TaskClient:
         task itself, else from the Redis mirror."""
         await self.describe_status(task_id)
         # Without a worker a query only waits for its timeout: go to the mirror at once.
-        status = await query_status(self.handle(task_id)) if await self.workers() else None
+        workers = await self.workers()
+        status = await query_status(self.handle(task_id)) if workers else None
         if status is not None:
             return status_record(status, await self.prices(task_id))
         redis = self.redis()
@@ -131,10 +126,15 @@ class TaskClient:
             raise self.redis_unreachable() from None
         finally:
             await redis.aclose()
+        if raw is None and not workers:
+            raise NoWorkerError(
+                f"task {task_id}: Redis holds no progress yet and "
+                + no_worker_hint(self.settings.task_queue)
+            )
         if raw is None:
             raise NoWorkerError(
-                f"task {task_id}: no worker answered and Redis holds no progress yet; "
-                + no_worker_hint(self.settings.task_queue)
+                f"task {task_id}: no worker answered the status query in time and Redis holds "
+                "no progress yet; try again in a moment"
             )
         record = ProgressSnapshot.model_validate_json(raw).status
         return {**record.model_dump(mode="json"), "state": record.metadata.get("state", "unknown")}

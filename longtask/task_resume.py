@@ -21,7 +21,7 @@ from longtask.models import ResumePoint, TaskInput, TaskResult
 from longtask.settings import Settings
 from longtask.states import TaskState
 from longtask.task_ids import is_checkpoint_of
-from longtask.task_start import checked_budget, ui_details, ui_summary
+from longtask.task_start import checked_budget, documents_seen, ui_details, ui_summary
 
 
 async def outcome(handle: WorkflowHandle[Any, Any]) -> TaskResult | None:
@@ -107,14 +107,15 @@ async def resume_task_run(
             "carried": None,
         }
     )
+    documents = documents_seen(task.paths)
     new_run = await client.start_workflow(
         DocumentTaskWorkflow.run,
         task,
         id=task_id,
         task_queue=settings.task_queue,
         memo={"resumed_from_run": description.run_id, "resumed_from_checkpoint": checkpoint.id},
-        static_summary=ui_summary(task),
-        static_details=ui_details(task),
+        static_summary=ui_summary(task, documents),
+        static_details=ui_details(task, documents),
     )
     return (
         f"task {task_id}: new run {new_run.result_run_id} from checkpoint {checkpoint.id} "

@@ -103,15 +103,15 @@ def documents_seen(paths: list[str]) -> int:
     return count
 
 
-def ui_summary(task: TaskInput) -> str:
+def ui_summary(task: TaskInput, documents: int) -> str:
     """One line for the task's page in the Temporal UI: what it works on."""
     first = Path(task.paths[0]).name or task.paths[0]
     more = f" and {len(task.paths) - 1} more path(s)" if len(task.paths) > 1 else ""
-    text = f"{documents_seen(task.paths)} document(s) from {first}{more} -> {task.models.final}"
+    text = f"{documents} document(s) from {first}{more} -> {task.models.final}"
     return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 1] + "…"
 
 
-def ui_details(task: TaskInput) -> str:
+def ui_details(task: TaskInput, documents: int) -> str:
     """Markdown for the task's page: paths, documents, models and budget."""
     shown = task.paths[:DETAILS_PATHS]
     hidden = len(task.paths) - len(shown)
@@ -128,7 +128,7 @@ def ui_details(task: TaskInput) -> str:
     )
     lines = [
         f"**Task** `{task.task_id}`",
-        f"**Documents** {documents_seen(task.paths)} seen by the starter",
+        f"**Documents** {documents} seen by the starter",
         f"**Paths**\n{paths}",
         f"**Models** {models}",
         f"**Budget** {budget or 'none'}",
@@ -170,14 +170,15 @@ async def start_task(
 
     await refuse_taken_id(client, task.task_id, new_run)
     task = task.model_copy(update={"search_attributes": await registered(client)})
+    documents = documents_seen(task.paths)
     try:
         await client.start_workflow(
             DocumentTaskWorkflow.run,
             task,
             id=task.task_id,
             task_queue=settings.task_queue,
-            static_summary=ui_summary(task),
-            static_details=ui_details(task),
+            static_summary=ui_summary(task, documents),
+            static_details=ui_details(task, documents),
         )
     except WorkflowAlreadyStartedError:  # started by someone else since the check
         raise TaskIdTakenError(

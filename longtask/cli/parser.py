@@ -65,6 +65,17 @@ def version() -> str:
         return "unknown"
 
 
+class VersionAction(argparse.Action):
+    """--version, reading the installed version only when asked (it costs an import)."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(f"{parser.prog} {version()}")
+        parser.exit()
+
+
 def parser(prog: str = "ltm") -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog=prog,
@@ -72,7 +83,7 @@ def parser(prog: str = "ltm") -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    root.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    root.add_argument("--version", action=VersionAction, help="show the version and exit")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in (("run", "start a task and watch it"), ("start", "start a task")):
         command = add_command(commands, name, text)

@@ -103,3 +103,13 @@ def test_a_list_limit_below_one_is_refused(settings: Settings) -> None:
     done = run_ltm(settings, "list", "--limit", "0")
     assert done.returncode == 2
     assert "--limit 0: give 1 or more" in one_line(done)
+
+
+async def test_a_redis_that_is_not_running_is_named(client: Client, settings: Settings) -> None:
+    task, handle = await start(client, settings, [EXAMPLES])  # no worker: it stays pending
+    away = f"redis://127.0.0.1:{free_port()}/0"
+    done = await ltm(settings, "checkpoints", task.task_id, extra_env={"LTM_REDIS_URL": away})
+    assert done.returncode == 1
+    line = one_line(done)
+    assert f"cannot reach Redis at {away}" in line and "make up" in line
+    await handle.terminate("test over")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from datetime import timedelta
@@ -116,8 +117,10 @@ async def serve(settings: Settings) -> None:
     worker = build_worker(client, settings, llm, redis)
     pruning = asyncio.create_task(keep_pruning(settings, stop))
     async with worker:
+        # The PID lets a user stop this worker, and only this one: `kill PID`.
         log.info(
-            "worker polling %r on %s (namespace %s)",
+            "worker pid %d polling %r on %s (namespace %s)",
+            os.getpid(),
             settings.task_queue,
             settings.temporal_address,
             settings.temporal_namespace,

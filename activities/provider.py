@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from activities.errors import StreamBrokenError
 from longtask.policies import ErrorKind
+from longtask.tracing import traced_provider_call
 
 
 class ChatAnswer(BaseModel):
@@ -46,6 +47,7 @@ async def _attempt_deadline(seconds: float) -> AsyncIterator[None]:
         ) from None
 
 
+@traced_provider_call("chat")
 async def stream_chat(
     client: openai.AsyncOpenAI,
     model: str,
@@ -113,6 +115,7 @@ async def chat(
     return await stream_chat(client, model, messages, limits, lambda parts, chunks: None)
 
 
+@traced_provider_call("embed")
 async def embed(
     client: openai.AsyncOpenAI, model: str, texts: list[str], limits: CallLimits
 ) -> tuple[list[list[float]], int]:

@@ -24,7 +24,8 @@ from temporalio.client import Client, WorkflowHandle
 from longtask import stack
 from longtask.models import TaskInput, TaskResult, TaskStatus
 from longtask.settings import Settings
-from starter import outcome, start_task, task_input
+from longtask.task_resume import outcome
+from longtask.task_start import start_task, task_input
 from tests.servers import free_port
 from tests.workers import WorkerProcess
 

@@ -5,6 +5,8 @@ resume_task(redis, task_id)
     or {"can_resume": false, "reason": "no checkpoint found"}
 load_checkpoint(redis, task_id, checkpoint_id=None)
     the task's newest checkpoint, or the one named; None when Redis holds no such checkpoint
+list_checkpoints(redis, task_id)
+    the ids of the task's checkpoints, newest first (at most the newest 100)
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from longtask.checkpoints import Checkpoint, checkpoint_key, latest_key
+from longtask.checkpoints import Checkpoint, checkpoint_key, checkpoint_list_key, latest_key
 from longtask.task_ids import is_checkpoint_of
 
 
@@ -34,6 +36,13 @@ async def load_checkpoint(
     checkpoint = Checkpoint.model_validate_json(raw)
     # The id says whose it is; the body must agree, or it is not this task's to carry on.
     return checkpoint if checkpoint.task_id == task_id else None
+
+
+async def list_checkpoints(redis: Redis, task_id: str) -> list[str]:
+    """The ids of ``task_id``'s checkpoints, newest first; only the task's own."""
+    ids = await redis.lrange(checkpoint_list_key(task_id), 0, -1)
+    names = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+    return [name for name in names if is_checkpoint_of(name, task_id)]
 
 
 async def resume_task(redis: Redis, task_id: str) -> dict[str, Any]:

@@ -58,6 +58,11 @@ class TokenUsage(BaseModel):
         return float(round(dollars, 6))
 
 
+# The ledger's step names in the order a task runs them: the model check as it starts, then the
+# document agent's steps (longtask.policies.StepKind).
+PIPELINE_ORDER = ("check", "embed", "summarize", "reason", "report")
+
+
 class LedgerEntry(BaseModel):
     """Provider attempts of one step kind on one model, by attempt number and outcome."""
 
@@ -132,6 +137,16 @@ class CostLedger(BaseModel):
 
     def rows(self) -> list[LedgerEntry]:
         return sorted(self.entries.values(), key=lambda e: (e.step, e.model, e.attempt, e.status))
+
+    def pipeline_rows(self) -> list[LedgerEntry]:
+        """The rows in the order a document goes through the steps (the model check first),
+        then by model, attempt and outcome; a step not named there comes last."""
+
+        def place(entry: LedgerEntry) -> tuple[int, str, str, int, str]:
+            order = PIPELINE_ORDER.index(entry.step) if entry.step in PIPELINE_ORDER else 99
+            return (order, entry.step, entry.model, entry.attempt, entry.status)
+
+        return sorted(self.entries.values(), key=place)
 
     def calls(self, status: str | None = None) -> int:
         return sum(e.calls for e in self.entries.values() if status in (None, e.status))

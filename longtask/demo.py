@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import starter
+from longtask.cli import main as cli_main
 from longtask.process_exit import exit_now
 from longtask.settings import SettingsError, load_settings
 from longtask.stack import down, up
@@ -30,7 +30,7 @@ def main() -> int:
                 [sys.executable, str(ROOT / "worker.py")], stdout=sink, stderr=subprocess.STDOUT
             )
         print(f"worker: started (pid {worker.pid}, log {log})")
-        return starter.main(["run", str(ROOT / "examples")])
+        return cli_main(["run", str(ROOT / "examples")])
     finally:
         if worker is not None:
             worker.send_signal(signal.SIGTERM)

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich import box
+from rich.console import Console, Group
+from rich.live import Live
 from rich.markup import escape
 from rich.panel import Panel
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError
 
 from longtask.models import TaskResult, TaskStatus
-from longtask.progress import ENDED_NODE, WAITING_NODE, progress_text
+from longtask.progress import ENDED_NODE, WAITING_NODE, ProgressRecord
 from longtask.states import TaskState
 
 ROLLED_UP = frozenset({ENDED_NODE, WAITING_NODE})
@@ -29,11 +32,15 @@ ROLLED_UP = frozenset({ENDED_NODE, WAITING_NODE})
 PRINTED_REPORTS = 10
 
 POLL_SECONDS = 0.5
+BAR_WIDTH = 24
 # A query waits for a worker to answer; without one, give up soon and say so.
 QUERY_TIMEOUT = timedelta(seconds=5)
 
 
-def _eta(seconds: float | None) -> str:
+def _eta(seconds: float | None, state: TaskState) -> str:
+    # While paused no step runs: an ETA from the last rate would be wrong.
+    if state is TaskState.PAUSED:
+        return "ETA paused"
     return "ETA ?" if seconds is None else f"ETA {seconds:.0f}s"
 
 
@@ -48,50 +55,71 @@ async def query_status(handle: WorkflowHandle[Any, Any]) -> TaskStatus | None:
         return None
 
 
+def _steps_text(record: ProgressRecord) -> str:
+    """Steps done, or the phase of a run still finding its documents (never ``0/0 steps``)."""
+    steps = f"{record.step}/{record.total} steps"
+    phase = record.metadata.get("phase")
+    if phase is None:
+        return steps
+    return f"{phase}..." if record.total == 0 else f"{phase}... {steps} so far"
+
+
+def task_view(status: TaskStatus) -> Group:
+    """The task's figures and bars, readable at 80 columns: figures wrap between each other,
+    never inside one, and only a long document name is shortened."""
+    record = status.record
+    retries = sum(s.errors + s.timeouts for s in status.calls.values())
+    figures = [
+        f"{status.documents_done + status.documents_failed}/{status.documents} docs",
+        _steps_text(record),
+        f"elapsed {record.elapsed_seconds:.0f}s",
+        _eta(record.eta_seconds, status.state),
+        f"${status.cost_so_far:.6f}",
+        f"retries {retries}",
+    ]
+    head = Text(f"task {record.task_id}  {status.state.value}", overflow="fold")
+    line = Text("  ".join(figures), overflow="fold")
+    bars = Table.grid(padding=(0, 1), expand=True)
+    bars.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+    bars.add_column(width=BAR_WIDTH, no_wrap=True)
+    bars.add_column(justify="right", no_wrap=True)
+    bars.add_column(justify="right", no_wrap=True)
+    rows = [("all documents", record.progress, f"{record.step}/{record.total}")]
+    rows += [
+        (f"  {d.name}", d.percent(), f"{d.steps_done()}/{d.steps_total()}")
+        for d in status.tree.children
+        if d.name not in ROLLED_UP
+    ]
+    for name, percent, steps in rows:
+        bar = ProgressBar(total=100, completed=percent, width=BAR_WIDTH)
+        bars.add_row(Text(name), bar, f"{percent:6.2f}%", f"{steps} steps")
+    return Group(head, line, bars)
+
+
 async def show_live(handle: WorkflowHandle[Any, Any], console: Console) -> None:
-    """Bars for the task and for each document until the task closes."""
-    columns = (
-        TextColumn("{task.description}", justify="left"),
-        BarColumn(),
-        TextColumn("{task.percentage:>6.2f}%"),
-        TextColumn("{task.fields[info]}"),
-    )
-    with Progress(*columns, console=console, transient=False) as bars:
-        task_bar: TaskID | None = None
-        document_bars: dict[str, TaskID] = {}
+    """The task's figures and a bar for the task and for each document until the task closes."""
+    with Live(console=console, auto_refresh=False, transient=False) as live:
         while True:
             description = await handle.describe()
             status = await query_status(handle)
             if status is not None:
-                record = status.record
-                retries = sum(s.errors + s.timeouts for s in status.calls.values())
-                info = (
-                    f"{status.documents_done + status.documents_failed}/{status.documents} docs  "
-                    f"{progress_text(record)}  {_eta(record.eta_seconds)}  "
-                    f"${status.cost_so_far:.6f}  retries {retries}  {status.state.value}"
-                )
-                if task_bar is None:
-                    task_bar = bars.add_task(f"task {escape(record.task_id)}", total=100, info="")
-                bars.update(task_bar, completed=record.progress, info=info)
-                in_flight = [d for d in status.tree.children if d.name not in ROLLED_UP]
-                for name in set(document_bars) - {d.name for d in in_flight}:
-                    bars.remove_task(document_bars.pop(name))  # ended: its bar goes
-                for document in in_flight:
-                    if document.name not in document_bars:
-                        document_bars[document.name] = bars.add_task(
-                            f"  {escape(document.name)}", total=100, info=""
-                        )
-                    bars.update(
-                        document_bars[document.name],
-                        completed=document.percent(),
-                        info=f"{document.steps_done()}/{document.steps_total()} steps",
-                    )
+                live.update(task_view(status), refresh=True)
             if description.status != WorkflowExecutionStatus.RUNNING:
-                return
+                break
             await asyncio.sleep(POLL_SECONDS)
+    if not console.is_terminal:
+        # Printed to a file or pipe, the last view ends without a line break of its own.
+        console.line()
 
 
-def print_result(result: TaskResult, console: Console) -> None:
+def print_result(
+    result: TaskResult,
+    console: Console,
+    report_folder: Path | None = None,
+    prices: dict[str, float] | None = None,
+) -> None:
+    """Reports (in full for a few documents), the ledger at the task's ``prices`` and the
+    outcome; for a large task, where its report files are."""
     shown = result.documents if len(result.documents) <= PRINTED_REPORTS else []
     for document in shown:
         if document.report:
@@ -108,7 +136,12 @@ def print_result(result: TaskResult, console: Console) -> None:
             )
         if len(failed) > PRINTED_REPORTS:
             console.print(f"... and {len(failed) - PRINTED_REPORTS} more failed documents")
-    print_ledger(result, console)
+    console.print(ledger_table(result, prices))
+    files = [d.report_file for d in result.documents if d.report_file]
+    if not shown and files and report_folder is not None:
+        # One line, unbroken, so it can be copied.
+        folder = (report_folder / files[0]).parent
+        console.print(f"reports: {folder}/ ({len(files)} files)", soft_wrap=True, markup=False)
     done = sum(1 for d in result.documents if d.state is TaskState.COMPLETED)
     if result.reason and result.state is not TaskState.COMPLETED:
         console.print(f"{result.state.value}: {result.reason}", soft_wrap=True, markup=False)
@@ -121,18 +154,26 @@ def print_result(result: TaskResult, console: Console) -> None:
     )
 
 
-def print_ledger(result: TaskResult, console: Console) -> None:
-    """Tokens and money per step, model, attempt and outcome."""
-    table = Table(title="cost ledger", show_lines=False)
-    for column in ("step", "model", "attempt", "status", "calls", "prompt", "completion",
-                   "saved", "cost $"):  # fmt: skip
-        table.add_column(
-            column, justify="left" if column in ("step", "model", "status") else "right"
-        )
-    for entry in result.ledger.rows():
+def ledger_table(result: TaskResult, prices: dict[str, float] | None = None) -> Table:
+    """Tokens and money per step, model, attempt and outcome, in pipeline order, with totals.
+    Numbers never wrap; at 80 columns the step and its model share a column, folding onto a
+    second line, so the numbers keep their room."""
+    table = Table(title="cost ledger", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("step  model", overflow="fold", min_width=9)
+    table.add_column("status", overflow="fold", min_width=7)
+    for column in ("try", "calls", "prompt", "output", "saved", "cost $"):
+        table.add_column(column, justify="right", no_wrap=True)
+    rows = result.ledger.pipeline_rows()
+    for entry in rows:
         table.add_row(
-            entry.step, Text(entry.model), str(entry.attempt), entry.status, str(entry.calls),
-            str(entry.prompt_tokens), str(entry.completion_tokens), str(entry.saved_tokens),
-            f"{entry.cost():.6f}",
+            Text(f"{entry.step}  {entry.model}"), entry.status, str(entry.attempt),
+            f"{entry.calls:,}", f"{entry.prompt_tokens:,}", f"{entry.completion_tokens:,}",
+            f"{entry.saved_tokens:,}", f"{entry.cost(prices):.6f}",
         )  # fmt: skip
-    console.print(table)
+    table.add_section()
+    table.add_row(
+        "total", "", "", f"{sum(e.calls for e in rows):,}",
+        f"{sum(e.prompt_tokens for e in rows):,}", f"{sum(e.completion_tokens for e in rows):,}",
+        f"{sum(e.saved_tokens for e in rows):,}", f"{sum(e.cost(prices) for e in rows):.6f}",
+    )  # fmt: skip
+    return table

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     max_cached_workflows: int = Field(1000, ge=0, le=100_000)
     # Where the worker serves Prometheus metrics (0 turns them off).
     metrics_port: int = Field(9464, ge=0, le=65535)
+    # OpenTelemetry spans for tasks, activities and provider calls (longtask/tracing.py):
+    # "console" prints them to stderr, "external" leaves the exporter to the application.
+    tracing: Literal["off", "console", "external"] = "off"
     # How often a running step tells its workflow how far it got (each signal is history).
     progress_signal_seconds: float = Field(1.0, gt=0, le=60)
     # Documents of one task in flight at once, documents per batch activity, and LLM calls

@@ -54,7 +54,7 @@ from longtask.policies import StepKind
 from longtask.search_attributes import KEYS
 from longtask.settings import Settings, load_settings
 from longtask.stack import installed_tool
-from starter import start_task, task_input
+from longtask.task_start import start_task, task_input
 from tests.servers import LlmServer, RedisServer
 from worker import build_worker
 from workflows.document_task import DocumentTaskWorkflow

@@ -132,7 +132,12 @@ def test_services_of_the_stack(services: dict[str, dict[str, Any]]) -> None:
     assert (ROOT / "Dockerfile").exists()
     assert "ports" not in worker  # a fixed host port would forbid --scale
     assert "deploy" not in worker  # the replica count comes from --scale only
-    assert services["llmock"]["image"] == worker["image"]
+    # The local LLM server: the same Dockerfile with the `local` extra, the worker without it.
+    llmock = services["llmock"]
+    assert llmock["build"]["context"] == worker["build"]["context"]
+    assert llmock["build"]["args"]["EXTRAS"] == "[local]"
+    assert "EXTRAS" not in worker["build"]["args"]
+    assert llmock["image"] != worker["image"]
 
 
 def test_every_variable_is_pinned_in_the_env_file(pins: dict[str, str]) -> None:
@@ -358,6 +363,8 @@ def test_dockerfile_builds_the_worker(
     for needed in ("pyproject.toml", "longtask", "workflows", "activities", "worker.py"):
         assert needed in copied, needed
     assert "USER " in dockerfile  # not root
+    assert re.search(r"^RUN pip install .*-c constraints\.txt", dockerfile, re.MULTILINE)
+    assert "constraints.txt" in copied
     default = re.search(r"^ARG PYTHON_VERSION=(\S+)$", dockerfile, re.MULTILINE)
     assert default and default[1] == pins["PYTHON_VERSION"]
     assert services["worker"]["build"]["args"]["PYTHON_VERSION"] == pins["PYTHON_VERSION"]

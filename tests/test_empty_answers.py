@@ -7,7 +7,7 @@ from temporalio.worker import Worker
 
 from longtask.settings import Settings
 from longtask.states import TaskState
-from starter import outcome
+from longtask.task_resume import outcome
 from tests.conftest import EXAMPLES
 from tests.servers import LlmServer
 from tests.tasks import start

@@ -8,7 +8,7 @@ from temporalio.worker import Worker
 from longtask.models import ModelRoute
 from longtask.settings import Settings
 from longtask.states import TaskState
-from starter import outcome
+from longtask.task_resume import outcome
 from tests.conftest import EXAMPLES, TEST_API_KEY
 from tests.servers import LlmServer
 from tests.tasks import start

@@ -13,11 +13,12 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.worker import Replayer, Worker
 
 from longtask.checkpoint_reader import load_checkpoint, resume_task
+from longtask.client import TaskClient
+from longtask.client_errors import TaskRefusedError
 from longtask.models import TaskResult
 from longtask.policies import StepKind
 from longtask.settings import Settings
 from longtask.states import TaskState
-from starter import UsageError, resume
 from tests.conftest import EXAMPLES
 from tests.servers import LlmServer
 from tests.tasks import read_list, read_text, start, wait_for_status, write_documents
@@ -81,7 +82,7 @@ async def test_a_cancelled_task_resumes_without_repeating_finished_steps(
     assert finished >= 8  # two documents' four steps at least
     llm.reset()
 
-    message = await resume(client, settings, task_id, None)
+    message = await TaskClient(client, settings).resume(task_id, None)
     assert f"from checkpoint {checkpoint.id}" in message and first_run in message
     handle = client.get_workflow_handle(task_id, result_type=TaskResult)
     result = await handle.result()
@@ -130,7 +131,7 @@ async def test_steps_a_cancelled_batch_finished_are_not_asked_again(
     # and this test's worker shares its event loop. A reset log leaves the held call out.
     llm.reset()
 
-    await resume(client, settings, task.task_id, None)
+    await TaskClient(client, settings).resume(task.task_id, None)
     result = await client.get_workflow_handle(task.task_id, result_type=TaskResult).result()
 
     assert result.state is TaskState.COMPLETED and result.documents[0].report
@@ -158,7 +159,7 @@ async def test_a_task_resumes_from_an_older_checkpoint(
     assert older is not None, "no checkpoint between the first and the second document"
     llm.reset()
 
-    await resume(client, settings, task_id, older.id)
+    await TaskClient(client, settings).resume(task_id, older.id)
     result = await client.get_workflow_handle(task_id, result_type=TaskResult).result()
 
     assert result.state is TaskState.COMPLETED
@@ -179,10 +180,13 @@ async def test_resume_continues_a_paused_task_and_refuses_a_completed_one(
     task, handle = await start(client, settings, [EXAMPLES])
     await wait_for_status(handle, lambda s: s.record.total > 0)
     await handle.execute_update("pause", result_type=str)
-    assert await resume(client, settings, task.task_id, None) == f"task {task.task_id} resumed"
+    assert (
+        await TaskClient(client, settings).resume(task.task_id, None)
+        == f"task {task.task_id} resumed"
+    )
     assert (await handle.result()).state is TaskState.COMPLETED
-    with pytest.raises(UsageError, match="completed; there is nothing to resume"):
-        await resume(client, settings, task.task_id, None)
+    with pytest.raises(TaskRefusedError, match="completed; there is nothing to resume"):
+        await TaskClient(client, settings).resume(task.task_id, None)
 
 
 async def test_a_checkpoint_holds_a_large_report_once(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
 from pathlib import Path
 
@@ -14,12 +13,12 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from longtask.client import TaskClient
 from longtask.corpus import write_corpus
 from longtask.cost import TaskBudget
 from longtask.models import TaskResult
 from longtask.settings import Settings
 from longtask.states import TaskState
-from starter import resume
 from tests.servers import LlmServer
 from tests.tasks import read_json, read_text, start
 
@@ -180,8 +179,7 @@ async def test_a_spent_budget_stops_the_task_and_a_larger_one_finishes_it(
     calls_before = llm.count("/chat/completions") + llm.count("/embeddings")
     assert calls_before == len(reported) * CALLS_PER_DOCUMENT
 
-    larger = argparse.Namespace(budget_usd=1.0, budget_tokens=None)
-    message = await resume(client, settings, task.task_id, None, larger)
+    message = await TaskClient(client, settings).resume(task.task_id, None, budget_usd=1.0)
     assert "new run" in message
     finished: TaskResult = await client.get_workflow_handle(
         task.task_id, result_type=TaskResult

@@ -12,7 +12,7 @@ from temporalio.worker import Worker
 
 from longtask.settings import Settings
 from longtask.states import TaskState
-from starter import outcome
+from longtask.task_resume import outcome
 from tests.conftest import EXAMPLES, TEST_API_KEY
 from tests.echo_server import EchoServer
 from tests.record_history import holds_secret

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,8 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.worker import Worker
 
 from longtask.checkpoint_reader import load_checkpoint
+from longtask.cli.output import status_line
+from longtask.client import TaskClient
 from longtask.corpus import write_corpus
 from longtask.cost import TaskBudget, TokenUsage
 from longtask.index_ranges import from_ranges
@@ -22,7 +23,6 @@ from longtask.policies import StepKind
 from longtask.progress import build_record, progress_text
 from longtask.settings import Settings
 from longtask.states import TaskState
-from starter import resume, status_json, status_line
 from tests.servers import LlmServer
 from tests.tasks import start, wait_for_status
 from workflows.task_book import TaskBook
@@ -82,7 +82,7 @@ async def test_a_run_cancelled_while_it_finds_its_documents_keeps_what_earlier_r
     carried = await in_the_window(handle, run=2)
     assert carried.record.step > 0 and carried.record.total > carried.record.step
     assert "(0/0 steps)" not in status_line(
-        task.task_id, await status_json(settings, client, task.task_id)
+        task.task_id, await TaskClient(client, settings).status(task.task_id)
     )
     await cancelled(handle)
 
@@ -109,15 +109,15 @@ async def test_resume_skips_a_run_cut_before_it_read_its_checkpoint(
     spent = await load_checkpoint(redis, task.task_id)
     assert spent is not None and spent.state.variables["finished"]
 
-    larger = argparse.Namespace(budget_usd=1.0, budget_tokens=None)
-    await resume(client, settings, task.task_id, None, larger)
+    tasks = TaskClient(client, settings)
+    await tasks.resume(task.task_id, None, budget_usd=1.0)
     resumed = client.get_workflow_handle(task.task_id)
     await in_the_window(resumed, run=1)
     await cancelled(resumed)
     cut = await load_checkpoint(redis, task.task_id)
     assert cut is not None and cut.state.variables["resume_from"] == spent.id
 
-    message = await resume(client, settings, task.task_id, None, larger)
+    message = await tasks.resume(task.task_id, None, budget_usd=1.0)
     assert f"from checkpoint {spent.id}" in message
     await cancelled(client.get_workflow_handle(task.task_id))
 

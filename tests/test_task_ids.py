@@ -12,10 +12,12 @@ from temporalio.worker import Worker
 
 from activities.mirror import write_checkpoint_to
 from longtask.checkpoint_reader import load_checkpoint
+from longtask.client import TaskClient
+from longtask.client_errors import UsageError
 from longtask.models import DocumentRef, report_file_of
 from longtask.settings import Settings
 from longtask.task_ids import INVALID_TASK_ID, is_checkpoint_of, task_id_problem
-from starter import UsageError, resume, task_input
+from longtask.task_start import task_input
 from tests.conftest import EXAMPLES
 from tests.test_mirror_privacy import a_write
 from workflows.document_task import DocumentTaskWorkflow
@@ -64,7 +66,7 @@ async def test_resume_refuses_the_checkpoint_of_a_task_whose_id_starts_alike(
     assert await load_checkpoint(redis, other, foreign) is not None
     assert await load_checkpoint(redis, owner, foreign) is None
     with pytest.raises(UsageError) as refused:
-        await resume(client, settings, owner, foreign)
+        await TaskClient(client, settings).resume(owner, foreign)
     message = str(refused.value)
     assert "\n" not in message and f"not one of task {owner}'s" in message
 

@@ -1,0 +1,173 @@
+"""What each `ltm` command does, through the task client; expected errors become one line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from rich.console import Console
+from temporalio.service import RPCError
+
+from longtask.cli.output import print_status, print_task_list
+from longtask.cli.parser import MODEL_KINDS
+from longtask.client_errors import TaskError, UsageError, no_worker_hint
+from longtask.cost import TaskBudget
+from longtask.live_view import print_result, show_live
+from longtask.models import TaskInput
+from longtask.settings import Settings, SettingsError, load_settings
+from longtask.states import TaskState
+from longtask.task_client import TaskClient
+from longtask.task_list import TaskFilter, parse_state
+from longtask.task_start import checked_budget, missing_paths, settings_budget, task_input
+
+# Exit codes: a bad input is the caller's to fix (2); anything else expected is 1.
+USAGE_EXIT = 2
+FAILED_EXIT = 1
+
+
+def run_command(args: argparse.Namespace, prog: str) -> int:
+    try:
+        settings = load_settings()
+        return asyncio.run(dispatch(args, settings, prog))
+    except (SettingsError, UsageError) as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return USAGE_EXIT
+    except TaskError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return FAILED_EXIT
+    except RPCError as error:
+        # Temporal answered the connection but not this call (it stopped, or refused it).
+        first_line = str(error).splitlines()[0] if str(error) else error.status.name
+        print(
+            f"{prog}: Temporal refused the request ({error.status.name}: {first_line}); "
+            "check that the stack is up (`make up`) and LTM_TEMPORAL_* point at it",
+            file=sys.stderr,
+        )
+        return FAILED_EXIT
+    except KeyboardInterrupt:
+        # Ctrl-C stops this command only; a task it started or watched goes on.
+        print(f"{prog}: interrupted; a started task goes on (`{prog} list`)", file=sys.stderr)
+        return 130
+
+
+def task_filter(args: argparse.Namespace) -> TaskFilter:
+    if args.limit < 1:
+        raise UsageError(f"--limit {args.limit}: give 1 or more")
+    return TaskFilter(
+        state=None if args.state is None else parse_state(args.state),
+        min_progress=args.min_progress,
+        max_progress=args.max_progress,
+        min_cost_usd=args.min_cost,
+        max_cost_usd=args.max_cost,
+        limit=args.limit,
+    )
+
+
+class Command:
+    """One run of a command: its arguments, the client, and where it prints."""
+
+    def __init__(self, args: argparse.Namespace, tasks: TaskClient, prog: str) -> None:
+        self.args = args
+        self.tasks = tasks
+        self.prog = prog
+        self.console = Console()
+
+    async def warn_without_worker(self, what: str) -> None:
+        """Say so when nothing polls the task queue: else the task seems stuck for no reason."""
+        if await self.tasks.workers() == 0:
+            hint = no_worker_hint(self.tasks.settings.task_queue)
+            print(f"{self.prog}: warning: {hint}; {what}", file=sys.stderr)
+
+    async def start(self, task: TaskInput) -> int:
+        task_id = await self.tasks.start_input(task, new_run=self.args.new_run)
+        await self.warn_without_worker("the task waits until one does")
+        if self.args.command == "start":
+            print(task_id)
+            return 0
+        settings = self.tasks.settings
+        ui = f"http://{settings.temporal_host_port[0]}:{settings.temporal_ui_port}"
+        self.console.print(
+            f"task {task_id} started; watch it in the Temporal UI: {ui}",
+            soft_wrap=True,
+            markup=False,
+        )
+        return await self.watch(task_id)
+
+    async def watch(self, task_id: str) -> int:
+        await self.tasks.describe_status(task_id)
+        await self.warn_without_worker("progress shows once a worker runs the task")
+        await show_live(self.tasks.handle(task_id), self.console)
+        result = await self.tasks.result(task_id)
+        if result is None:
+            self.console.print(f"task {task_id} cancelled", markup=False)
+            return FAILED_EXIT
+        prices = await self.tasks.prices(task_id)
+        print_result(result, self.console, self.tasks.settings.report_folder(), prices)
+        return 0 if result.state is TaskState.COMPLETED else FAILED_EXIT
+
+    async def status(self) -> int:
+        status = await self.tasks.status(self.args.task_id)
+        await self.warn_without_worker("these figures come from the Redis mirror")
+        if self.args.json:
+            print(json.dumps(status, indent=2))
+        else:
+            print_status(self.args.task_id, status, self.console)
+        return 0
+
+    async def list(self) -> int:
+        found = await self.tasks.list_tasks(task_filter(self.args))
+        if self.args.json:
+            print(json.dumps([task.model_dump(mode="json") for task in found], indent=2))
+        else:
+            print_task_list(found, self.console)
+        return 0
+
+    async def steer(self) -> int:
+        """pause, resume, cancel: one line saying what happened."""
+        args, task_id = self.args, self.args.task_id
+        if args.command == "pause":
+            print(f"task {task_id} {await self.tasks.pause(task_id)}")
+        elif args.command == "resume":
+            budget = (args.budget_usd, args.budget_tokens)
+            print(await self.tasks.resume(task_id, args.checkpoint, *budget))
+            await self.warn_without_worker("the new run waits until one does")
+        else:
+            await self.tasks.cancel(task_id)
+            print(f"cancel requested for {task_id}")
+        return 0
+
+    async def checkpoints(self) -> int:
+        await self.tasks.describe_status(self.args.task_id)
+        for checkpoint_id in await self.tasks.list_checkpoints(self.args.task_id):
+            print(checkpoint_id)
+        return 0
+
+
+async def dispatch(args: argparse.Namespace, settings: Settings, prog: str) -> int:
+    # Bad input is refused before any connection is attempted.
+    task = None
+    if args.command in ("run", "start"):
+        models = {kind: getattr(args, f"model_{kind}") for kind in MODEL_KINDS}
+        budget = checked_budget(args.budget_usd, args.budget_tokens, settings_budget(settings))
+        task = task_input(settings, args.paths, args.task_id, models, budget)
+        # Warned, not refused: the worker may see files this machine does not.
+        for warning in missing_paths(args.paths):
+            print(f"{prog}: warning: {warning}", file=sys.stderr)
+    if args.command == "resume":
+        checked_budget(args.budget_usd, args.budget_tokens, TaskBudget())
+    command = Command(args, await TaskClient.connect(settings), prog)
+    if task is not None:
+        return await command.start(task)
+    if args.command == "watch":
+        return await command.watch(args.task_id)
+    if args.command == "status":
+        return await command.status()
+    if args.command == "list":
+        return await command.list()
+    if args.command in ("pause", "resume", "cancel"):
+        return await command.steer()
+    if args.command == "checkpoints":
+        return await command.checkpoints()
+    raise UsageError(f"unknown command {args.command}")

@@ -1,0 +1,44 @@
+"""The errors a user of the task client can expect, each one line saying what is wrong and what
+to do. Anything else is a bug and keeps its traceback."""
+
+from __future__ import annotations
+
+
+class TaskError(Exception):
+    """An expected problem; ``str(error)`` is one line for the user."""
+
+
+class UsageError(TaskError):
+    """Bad input from the user: a path, a task id, a budget, a checkpoint id."""
+
+
+class StackUnreachableError(TaskError):
+    """Temporal or Redis does not answer at the configured address."""
+
+
+class TaskNotFoundError(TaskError):
+    """No task has this id."""
+
+
+class NoWorkerError(TaskError):
+    """No worker polls the task queue, so nothing will act on the task."""
+
+
+class TaskRefusedError(TaskError):
+    """The task refused what was asked: its state machine's reason, or it has ended."""
+
+
+class TaskIdTakenError(TaskRefusedError):
+    """A task already has this id; a new run under it must be asked for explicitly."""
+
+
+class CheckpointNotFoundError(TaskError):
+    """Redis holds no such checkpoint of the task."""
+
+
+def no_worker_hint(task_queue: str) -> str:
+    """What to do when nothing polls ``task_queue``."""
+    return (
+        f"no worker polls task queue {task_queue!r}; start one with `make worker` "
+        f"(or `LTM_TASK_QUEUE={task_queue} python worker.py`)"
+    )

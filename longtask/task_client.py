@@ -1,0 +1,292 @@
+"""The asyncio task client: start, follow and steer tasks (public API: longtask.client)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any, Self
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from longtask.checkpoint_reader import list_checkpoints, load_checkpoint
+from longtask.checkpoints import Checkpoint, ProgressSnapshot, progress_key
+from longtask.client_errors import (
+    NoWorkerError,
+    StackUnreachableError,
+    TaskNotFoundError,
+    TaskRefusedError,
+    no_worker_hint,
+)
+from longtask.connections import connect_redis, connect_temporal
+from longtask.live_view import query_status
+from longtask.models import TaskInput, TaskResult, TaskStatus
+from longtask.progress import ProgressRecord
+from longtask.settings import Settings, load_settings, redact_url
+from longtask.task_list import TaskFilter, TaskSummary, list_tasks
+from longtask.task_queue import worker_count
+from longtask.task_resume import checkpoint_problem, previous_input, resume_task_run
+from longtask.task_start import checked_budget, settings_budget, start_task, task_input
+
+# How long pause and resume wait for a worker to take the update before giving up.
+UPDATE_WAIT = timedelta(seconds=30)
+WATCH_POLL_SECONDS = 0.5
+
+
+class TaskClient:
+    """Start, follow and steer tasks; one Temporal connection, Redis connections per call."""
+
+    def __init__(self, client: Client, settings: Settings) -> None:
+        self.temporal = client
+        self.settings = settings
+
+    @classmethod
+    async def connect(cls, settings: Settings | None = None) -> Self:
+        settings = settings or load_settings()
+        try:
+            client = await connect_temporal(settings)
+        except RuntimeError:
+            raise StackUnreachableError(
+                f"cannot reach Temporal at {settings.temporal_address}; start the stack with "
+                "`make up`, or set LTM_TEMPORAL_ADDRESS to where it runs"
+            ) from None
+        return cls(client, settings)
+
+    async def workers(self) -> int:
+        """How many workers poll this client's task queue."""
+        return await worker_count(self.temporal, self.settings.task_queue)
+
+    async def require_worker(self) -> None:
+        if await self.workers() == 0:
+            raise NoWorkerError(no_worker_hint(self.settings.task_queue))
+
+    async def start(
+        self,
+        paths: list[str],
+        *,
+        task_id: str | None = None,
+        models: dict[str, str | None] | None = None,
+        budget_usd: float | None = None,
+        budget_tokens: int | None = None,
+        new_run: bool = False,
+    ) -> str:
+        """Start a task on ``paths``; its id (given, or generated). A budget limit not named
+        is the settings' (LTM_BUDGET_*). An id already used is refused unless ``new_run``
+        (then its ended task starts again from zero)."""
+        budget = checked_budget(budget_usd, budget_tokens, settings_budget(self.settings))
+        task = task_input(self.settings, paths, task_id, models, budget)
+        return await start_task(self.temporal, self.settings, task, new_run)
+
+    async def start_input(self, task: TaskInput, new_run: bool = False) -> str:
+        """Start a task from a complete input (see ``longtask.task_start.task_input``)."""
+        return await start_task(self.temporal, self.settings, task, new_run)
+
+    def handle(self, task_id: str) -> WorkflowHandle[Any, TaskResult]:
+        return self.temporal.get_workflow_handle(task_id, result_type=TaskResult)
+
+    async def describe_status(self, task_id: str) -> WorkflowExecutionStatus:
+        """The Temporal status of the task's newest run; TaskNotFoundError if there is none."""
+        try:
+            description = await self.handle(task_id).describe()
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise TaskNotFoundError(
+                    f"no task {task_id} in namespace {self.temporal.namespace}; check the id "
+                    "(`ltm list` shows the tasks)"
+                ) from None
+            raise
+        return description.status or WorkflowExecutionStatus.RUNNING
+
+    async def query(self, task_id: str) -> TaskStatus | None:
+        """The task's own answer, or None when no worker can answer now."""
+        await self.describe_status(task_id)
+        return await query_status(self.handle(task_id))
+
+    async def status(self, task_id: str) -> dict[str, Any]:
+        """The progress record plus ``state`` (what `ltm status --json` prints): from the
+        task itself, else from the Redis mirror."""
+        await self.describe_status(task_id)
+        # Without a worker a query only waits for its timeout: go to the mirror at once.
+        workers = await self.workers()
+        status = await query_status(self.handle(task_id)) if workers else None
+        if status is not None:
+            return status_record(status, await self.prices(task_id))
+        redis = self.redis()
+        try:
+            raw = await redis.get(progress_key(task_id))
+        except RedisError:
+            raise self.redis_unreachable() from None
+        finally:
+            await redis.aclose()
+        if raw is None and not workers:
+            raise NoWorkerError(
+                f"task {task_id}: Redis holds no progress yet and "
+                + no_worker_hint(self.settings.task_queue)
+            )
+        if raw is None:
+            raise NoWorkerError(
+                f"task {task_id}: no worker answered the status query in time and Redis holds "
+                "no progress yet; try again in a moment"
+            )
+        record = ProgressSnapshot.model_validate_json(raw).status
+        return {**record.model_dump(mode="json"), "state": record.metadata.get("state", "unknown")}
+
+    async def watch(self, task_id: str) -> AsyncIterator[ProgressRecord]:
+        """Each new progress record of the task until its run ends (the last one included)."""
+        await self.describe_status(task_id)
+        handle = self.handle(task_id)
+        last: ProgressRecord | None = None
+        while True:
+            running = (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+            status = await query_status(handle)
+            if status is not None and status.record != last:
+                last = status.record
+                yield last
+            if not running:
+                return
+            await asyncio.sleep(WATCH_POLL_SECONDS)
+
+    async def prices(self, task_id: str) -> dict[str, float]:
+        """The prices per million tokens the task was started with (fixed for its life)."""
+        task = await previous_input(self.handle(task_id), self.temporal)
+        return dict(task.prices)
+
+    async def result(self, task_id: str) -> TaskResult | None:
+        """The ended task's result (waiting for the end); None when it was cancelled."""
+        from longtask.task_resume import outcome
+
+        await self.describe_status(task_id)
+        return await outcome(self.handle(task_id))
+
+    async def list_tasks(self, task_filter: TaskFilter | None = None) -> list[TaskSummary]:
+        """Tasks of the namespace, newest first, as the search attributes describe them."""
+        return await list_tasks(self.temporal, task_filter or TaskFilter())
+
+    async def pause(self, task_id: str) -> str:
+        """Start no new step of the task until it is resumed; its state after."""
+        return await self._update(task_id, "pause")
+
+    async def resume(
+        self,
+        task_id: str,
+        checkpoint_id: str | None = None,
+        budget_usd: float | None = None,
+        budget_tokens: int | None = None,
+    ) -> str:
+        """Continue a paused task, or start a new run of an ended one from a checkpoint (the
+        newest, or ``checkpoint_id``) with its budget, each limit named here replacing the
+        old one; a sentence saying what happened."""
+        # A checkpoint id of another task is bad input: refused before asking anyone.
+        checkpoint_problem(task_id, checkpoint_id)
+        ended = await self.describe_status(task_id) != WorkflowExecutionStatus.RUNNING
+        if not ended and checkpoint_id is None:
+            await self._update(task_id, "resume")
+            return f"task {task_id} resumed"
+        redis = self.redis()
+        try:
+            return await resume_task_run(
+                self.temporal,
+                self.settings,
+                redis,
+                task_id,
+                checkpoint_id,
+                budget_usd,
+                budget_tokens,
+            )
+        except RedisError:
+            raise self.redis_unreachable() from None
+        finally:
+            await redis.aclose()
+
+    async def cancel(self, task_id: str) -> None:
+        """Ask the task to end cancelled; its checkpoints stay."""
+        status = await self.describe_status(task_id)
+        if status != WorkflowExecutionStatus.RUNNING:
+            raise TaskRefusedError(
+                f"task {task_id} has already ended ({status.name.lower()}); nothing to cancel"
+            )
+        await self.handle(task_id).cancel()
+
+    async def list_checkpoints(self, task_id: str) -> list[str]:
+        """The task's checkpoint ids in the Redis mirror, newest first."""
+        redis = self.redis()
+        try:
+            return await list_checkpoints(redis, task_id)
+        except RedisError:
+            raise self.redis_unreachable() from None
+        finally:
+            await redis.aclose()
+
+    async def load_checkpoint(
+        self, task_id: str, checkpoint_id: str | None = None
+    ) -> Checkpoint | None:
+        """The task's newest checkpoint, or the one named; None when Redis holds none."""
+        redis = self.redis()
+        try:
+            return await load_checkpoint(redis, task_id, checkpoint_id)
+        except RedisError:
+            raise self.redis_unreachable() from None
+        finally:
+            await redis.aclose()
+
+    def redis(self) -> Redis:
+        return connect_redis(self.settings)
+
+    def redis_unreachable(self) -> StackUnreachableError:
+        return StackUnreachableError(
+            f"cannot reach Redis at {redact_url(self.settings.redis_url)}; start the stack "
+            "with `make up`, or set LTM_REDIS_URL to where it runs"
+        )
+
+    async def _update(self, task_id: str, name: str) -> str:
+        status = await self.describe_status(task_id)
+        if status != WorkflowExecutionStatus.RUNNING:
+            raise TaskRefusedError(
+                f"task {task_id} has ended ({status.name.lower()}); it cannot {name}"
+                + ("; `ltm resume` starts a new run of it" if name == "resume" else "")
+            )
+        await self.require_worker()
+        update = self.handle(task_id).execute_update(name, result_type=str)
+        try:
+            return await asyncio.wait_for(update, UPDATE_WAIT.total_seconds())
+        except TimeoutError:
+            raise NoWorkerError(
+                f"no worker took the {name} of task {task_id} within "
+                f"{UPDATE_WAIT.total_seconds():.0f} s; " + no_worker_hint(self.settings.task_queue)
+            ) from None
+        except WorkflowUpdateFailedError as failure:
+            reason = getattr(failure.cause, "message", None) or str(failure.cause)
+            raise TaskRefusedError(f"task {task_id}: {reason}") from None
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:  # the run closed before taking it
+                raise TaskRefusedError(
+                    f"task {task_id} ended before it took the {name}; see `ltm status {task_id}`"
+                ) from None
+            raise
+
+
+def status_record(status: TaskStatus, prices: dict[str, float] | None = None) -> dict[str, Any]:
+    """The task's query answer as the JSON `ltm status --json` prints; ledger rows priced at
+    the task's ``prices`` (default: the standard table)."""
+    calls = {kind.value: stats.model_dump() for kind, stats in status.calls.items()}
+    return {
+        **status.record.model_dump(mode="json"),
+        "state": status.state.value,
+        "cost_so_far": status.cost_so_far,
+        "documents": status.documents,
+        "documents_done": status.documents_done,
+        "documents_failed": status.documents_failed,
+        "calls": calls,
+        "ledger": [
+            {**entry.model_dump(), "cost_usd": entry.cost(prices)}
+            for entry in status.ledger.pipeline_rows()
+        ],
+    }

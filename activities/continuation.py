@@ -39,10 +39,17 @@ def join_continuation(prefix: str, continuation: str) -> str:
         return continuation
     if continuation.startswith(prefix):
         return continuation
+    if prefix.startswith(continuation):
+        # A restart from the beginning, cut before it passed the saved text: nothing new yet.
+        # (Joined as new text, it would be saved and continued from: the answer doubled.)
+        return prefix
     longest = min(len(prefix), len(continuation), MAX_OVERLAP)
     for size in range(longest, MIN_OVERLAP - 1, -1):
         if prefix.endswith(continuation[:size]):
             return prefix + continuation[size:]
+    if len(continuation) >= MIN_OVERLAP and continuation in prefix[-MAX_OVERLAP:]:
+        # A repeat of the last words, cut before it reached the end of the saved text.
+        return prefix
     return prefix + continuation
 
 

@@ -43,3 +43,17 @@ def test_the_retry_sends_the_conversation_plus_the_text_so_far() -> None:
 def test_only_a_partial_worth_it_is_continued() -> None:
     assert not worth_continuing("A few words")
     assert worth_continuing("word " * 100)
+
+
+def test_a_restart_cut_before_it_passes_the_saved_text_adds_nothing() -> None:
+    saved = ANSWER[:40]
+    cut_restart = ANSWER[:13]
+    assert join_continuation(saved, cut_restart) == saved
+    # The next attempt continues from the saved text alone: the answer is not doubled.
+    assert join_continuation(join_continuation(saved, cut_restart), ANSWER) == ANSWER
+
+
+def test_a_repeat_of_the_last_words_cut_midway_adds_nothing() -> None:
+    saved = ANSWER[:60]
+    assert join_continuation(saved, saved[-30:-12]) == saved
+    assert join_continuation(saved, saved[-30:] + ANSWER[60:]) == ANSWER

@@ -9,10 +9,12 @@ usable document at all fails at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import stat
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from pypdf import PdfReader
@@ -38,6 +40,8 @@ LEAVE_OUT = "or leave it out of the task"
 # failures and payloads must stay well under 2 MiB): the count of each kind of problem, the
 # first reasons in full, and the whole list in a file beside the task's reports.
 SHOWN_REASONS = 20
+# How often finding the documents tells Temporal this worker is alive.
+HEARTBEAT_SECONDS = 0.5
 SHOWN_KINDS = 10
 UNUSABLE_LIST = "unusable-documents.txt"
 
@@ -254,6 +258,25 @@ def reasons_summary(headline: str, problems: list[str], listed_in: str = "") -> 
     return "\n".join(lines)
 
 
+@contextlib.asynccontextmanager
+async def _heartbeating(every_seconds: float = HEARTBEAT_SECONDS) -> AsyncIterator[None]:
+    """Heartbeat while the body runs, however long one file takes: a worker that dies while it
+    finds a large folder's documents is noticed after a heartbeat timeout, not minutes."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(every_seconds)
+
+    ticker = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+
+
 class DocumentLoader:
     """Finds a task's documents; writes the reasons of a task with none usable beside its
     reports, where the user reads them."""
@@ -279,16 +302,16 @@ class DocumentLoader:
         a task with no usable document fails here. Parsing runs in a thread so this worker's
         other steps keep heartbeating meanwhile.
         """
-        paths = await asyncio.to_thread(find_documents, request.paths)
-        documents = []
-        problems = []
-        for index, path in enumerate(paths):
-            try:
-                documents.append(await asyncio.to_thread(describe, index, path))
-            except ApplicationError as error:
-                problems.append(error.message)
-                documents.append(unusable(index, path))
-            activity.heartbeat(index)
+        async with _heartbeating():
+            paths = await asyncio.to_thread(find_documents, request.paths)
+            documents = []
+            problems = []
+            for index, path in enumerate(paths):
+                try:
+                    documents.append(await asyncio.to_thread(describe, index, path))
+                except ApplicationError as error:
+                    problems.append(error.message)
+                    documents.append(unusable(index, path))
         if len(problems) == len(documents):
             listed_in = await self._list_reasons(problems) if len(problems) > SHOWN_REASONS else ""
             raise _bad_input(reasons_summary("no usable document", problems, listed_in))

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
+from typing import Any
 
-from temporalio.client import Client
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.api.workflow.v1 import PendingActivityInfo
+from temporalio.client import Client, WorkflowHandle
 
+from longtask.corpus import write_corpus
 from longtask.settings import Settings
 from longtask.states import TaskState
 from tests.servers import LlmServer, free_port
@@ -82,3 +86,48 @@ async def test_sigterm_lets_the_worker_finish_its_steps_and_exit(
     # Calls in flight at SIGTERM finished and were kept: nothing was asked twice.
     assert llm.count("/chat/completions") == 4 + 2
     assert "handed over" in (await handle.fetch_history()).to_json()
+
+
+STARTED = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+
+
+async def pending_load(handle: WorkflowHandle[Any, Any]) -> PendingActivityInfo | None:
+    """The task's `load_documents` attempt in flight, if one is."""
+    description = await handle.describe()
+    for pending in description.raw_description.pending_activities:
+        if pending.activity_type.name == "load_documents":
+            return pending
+    return None
+
+
+async def test_a_worker_killed_while_it_finds_documents_is_replaced_at_once(
+    client: Client,
+    settings: Settings,
+    llm: LlmServer,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """Finding a large folder's documents heartbeats: the next attempt starts after the
+    heartbeat timeout, not after the five minutes the whole search may take."""
+    write_corpus(tmp_path / "corpus", 3000)  # finding them takes a while on any machine
+    first = WorkerProcess(settings, tmp_path / "first.log")
+    workers.append(first)
+    _task, handle = await start(client, settings, [tmp_path / "corpus"])
+    for _ in range(1200):  # bounded: two minutes at most
+        started = await pending_load(handle)
+        if (
+            started is not None
+            and started.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        ):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the task never started finding its documents")
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait(timeout=10)
+    workers.append(WorkerProcess(settings, tmp_path / "second.log"))
+
+    # Well before the five-minute limit of the whole search, another attempt found them.
+    status = await wait_for_status(handle, lambda s: s.record.total > 0, seconds=120)
+    assert status.documents == 3000
+    await handle.cancel()

@@ -177,6 +177,8 @@ class DocumentTaskWorkflow:
             LoadRequest(paths=self._task.paths),
             result_type=list[DocumentRef],
             start_to_close_timeout=timedelta(minutes=5),
+            # A worker lost while it reads a large folder is replaced within seconds.
+            heartbeat_timeout=timedelta(seconds=self._task.heartbeat_timeout_seconds),
             retry_policy=self._task.policy.retry_policy(),
             summary=f"find documents in {', '.join(self._task.paths)}",
         )

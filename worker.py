@@ -6,10 +6,12 @@ Usage: python worker.py      (settings come from LTM_* environment variables)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
+import time
 from datetime import timedelta
 
 import openai
@@ -36,6 +38,8 @@ from workflows.document_task import DocumentTaskWorkflow
 
 log = logging.getLogger("worker")
 
+# A worker started while Temporal is not up yet (a restart, a stack coming up) waits this long.
+TEMPORAL_PATIENCE = timedelta(minutes=2)
 # In-flight steps get this long to finish after SIGTERM before they are cancelled.
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
 
@@ -105,15 +109,41 @@ def serve_metrics(port: int) -> None:
         log.warning("metrics not served on port %d: %s (set LTM_METRICS_PORT)", port, error)
 
 
+async def connect_patiently(settings: Settings, stop: asyncio.Event) -> Client | None:
+    """Temporal, retried while it is not there yet (a server restarting, a stack still coming
+    up) for up to TEMPORAL_PATIENCE; None when stopped meanwhile."""
+    deadline = time.monotonic() + TEMPORAL_PATIENCE.total_seconds()
+    wait = 0.5
+    while True:
+        try:
+            return await connect_temporal(settings)
+        except RuntimeError as error:
+            if time.monotonic() + wait > deadline:
+                raise
+            log.warning(
+                "Temporal at %s not reachable yet (%s); retrying in %.1f s",
+                settings.temporal_address,
+                str(error).splitlines()[0][:200],
+                wait,
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=wait)
+            return None
+        wait = min(wait * 2, 5.0)
+
+
 async def serve(settings: Settings) -> None:
     serve_metrics(settings.metrics_port)
-    client = await connect_temporal(settings)
-    redis = connect_redis(settings)
-    llm = make_client(settings.llm_base_url, settings.llm_api_key.get_secret_value())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    client = await connect_patiently(settings, stop)
+    if client is None:
+        log.info("worker stopped before Temporal answered")
+        return
+    redis = connect_redis(settings)
+    llm = make_client(settings.llm_base_url, settings.llm_api_key.get_secret_value())
     worker = build_worker(client, settings, llm, redis)
     pruning = asyncio.create_task(keep_pruning(settings, stop))
     async with worker:

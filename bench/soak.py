@@ -1,0 +1,516 @@
+"""A soak: one long job through worker kills, Redis and Temporal restarts and provider faults.
+
+  python -m bench.soak                           # 1,000 documents, the default fault schedule
+  python -m bench.soak --documents 20 --workers 2 --redis-restarts 1 --temporal-restarts 0
+
+One embedded stack (file-backed Temporal dev server, Redis, llmock) and a few worker processes
+run one task over generated documents. While it runs:
+  - a random worker is SIGKILLed every few seconds and a new one started;
+  - Redis is stopped and started again empty, at points spread over the job's progress;
+  - the Temporal dev server is stopped and started again on its SQLite file (its history
+    survives; the workers must find it again by themselves);
+  - llmock injects random provider faults (429, 500, 503; streams disconnected, truncated,
+    stalled, malformed), and answers every report with one long scripted text, so cut report
+    streams are long enough to be continued from their saved text.
+Faults stop once 90 % of the steps are done, so the end is reached. Then it checks, against
+sources outside the product: every document reported exactly once, no report text doubled,
+the ledger equal to the LLM server's bill, the server's verdict clean, no nondeterminism in
+any worker log and every run of the task replaying, and the Redis mirror equal to the end.
+It exits non-zero when any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.service import RPCError
+
+from bench.crashes import pid_of
+from bench.harness import (
+    Workers,
+    bench_parser,
+    embedded_stack,
+    publish,
+    stack_settings,
+    start_job,
+    steps_done,
+)
+from bench.server_bill import add_behaviors, server_requests
+from bench.soak_checks import (
+    Check,
+    Tokens,
+    continued_partials,
+    cut_by_kill,
+    histories_replay,
+    ledger_by_model,
+    ledger_matches_bill,
+    log_complete,
+    mirror_matches,
+    no_text_twice,
+    nondeterminism_in_logs,
+    reports_once,
+    server_bill_by_model,
+    server_verdict,
+    task_histories,
+    total_of,
+    verdict_clean,
+)
+from bench.soak_services import (
+    PortTaken,
+    ProviderFaults,
+    ensure_ours,
+    faulty_llm_server,
+    restart_service,
+)
+from longtask.connections import connect_redis, connect_temporal
+from longtask.corpus import at_least_one, write_corpus
+from longtask.live_view import query_status
+from longtask.models import TaskResult
+from longtask.settings import Settings
+from longtask.states import TaskState
+from starter import outcome
+
+TASK_ID = "soak"
+# No fault past this share of the steps: the job must be able to end.
+CALM_AFTER = 0.9
+# Where on the job's progress the restarts fall, spread evenly inside these bounds.
+REDIS_SPAN = (0.1, 0.7)
+TEMPORAL_SPAN = (0.2, 0.8)
+POLL_SECONDS = 0.5
+STACK_ATTEMPTS = 3
+
+
+class Injected(BaseModel):
+    """Faults the soak caused, by kind, and workers that ended without being told to."""
+
+    worker_kills: int = 0
+    workers_exited_unbidden: list[str] = Field(default_factory=list)
+    redis_restarts: int = 0
+    temporal_restarts: int = 0
+    provider_faults: dict[str, int] = Field(default_factory=dict)
+    streams_cut_by_kills: int = 0
+
+
+class SoakFigures(BaseModel):
+    documents: int
+    workers: int
+    seconds: float
+    state: str
+    runs: int
+    injected: Injected
+    continued_streams: int
+    documents_lost: int
+    ledger: Tokens
+    bill: Tokens
+    verdict_findings_explained: int
+    checks: dict[str, list[str]]
+    passed: bool
+
+
+class SoakPlan(BaseModel):
+    documents: int
+    workers: int
+    kill_every: tuple[float, float]
+    max_kills: int
+    redis_restarts: int
+    temporal_restarts: int
+    report_words: int
+    limit_seconds: float
+    seed: int
+
+    def scripted_report(self) -> str:
+        return " ".join(f"finding-{i:04d}" for i in range(self.report_words))
+
+
+def restart_points(count: int, span: tuple[float, float]) -> list[float]:
+    """``count`` shares of the job's steps, evenly inside ``span``, at which to restart."""
+    low, high = span
+    return [low + (high - low) * (i + 0.5) / count for i in range(count)]
+
+
+async def _ended(handle: WorkflowHandle[Any, TaskResult]) -> bool:
+    try:
+        described = await handle.describe()
+    except RPCError:  # Temporal is restarting: not known to have ended
+        return False
+    return described.status != WorkflowExecutionStatus.RUNNING
+
+
+def _last_line(log: Path) -> str:
+    lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+    return lines[-1][:300] if lines else "(empty log)"
+
+
+def _replace_exited(workers: Workers, injected: Injected) -> None:
+    """A worker that ended by itself is a finding: note why, and start another."""
+    for process in list(workers.running):
+        if process.process.poll() is not None:
+            why = f"{process.log.name} exited by itself: {_last_line(process.log)}"
+            print(f"soak: {why}", file=sys.stderr)
+            injected.workers_exited_unbidden.append(why)
+            workers.forget(process)
+            workers.start()
+
+
+async def _pending(handle: WorkflowHandle[Any, TaskResult]) -> str:
+    """What the task's running activities are at, for a task that does not end."""
+    try:
+        described = await handle.describe()
+    except RPCError as error:
+        return f"not described: {error}"
+    lines = [
+        f"activity {p.activity_id} ({p.activity_type.name}) attempt {p.attempt}, "
+        f"worker {p.last_worker_identity or '-'}: {p.last_failure.message[:200]}"
+        for p in described.raw_description.pending_activities
+    ]
+    return "; ".join(lines) or "no activity pending"
+
+
+async def _busy_pids(handle: WorkflowHandle[Any, TaskResult]) -> set[int]:
+    """Pids of the workers running one of the task's batches right now."""
+    try:
+        described = await handle.describe()
+    except RPCError:
+        return set()
+    return {
+        pid
+        for pending in described.raw_description.pending_activities
+        if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        and (pid := pid_of(pending.last_worker_identity)) is not None
+    }
+
+
+async def _kill_one(
+    workers: Workers,
+    handle: WorkflowHandle[Any, TaskResult],
+    rng: random.Random,
+    injected: Injected,
+) -> bool:
+    """SIGKILL a worker in the middle of a batch, and start a new one; False when no worker
+    of ours runs a batch right now (killing an idle one proves nothing)."""
+    busy = await _busy_pids(handle)
+    candidates = [w for w in workers.running if w.process.pid in busy]
+    if not candidates:
+        return False
+    victim = rng.choice(candidates)
+    victim.process.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(victim.process.wait, 30)
+    workers.forget(victim)
+    workers.start()
+    injected.worker_kills += 1
+    return True
+
+
+async def _restart(settings: Settings, name: str, injected: Injected, share: float) -> None:
+    print(f"soak: restarting {name} at {share:.0%} of the steps", file=sys.stderr)
+    await asyncio.to_thread(restart_service, settings, name, name == "redis")
+    if name == "redis":
+        injected.redis_restarts += 1
+    else:
+        injected.temporal_restarts += 1
+
+
+async def run_with_faults(
+    settings: Settings,
+    plan: SoakPlan,
+    workers: Workers,
+    handle: WorkflowHandle[Any, TaskResult],
+    injected: Injected,
+) -> None:
+    """Inject the schedule's faults until the task ends (or the time limit passes)."""
+    rng = random.Random(plan.seed)
+    redis_at = restart_points(plan.redis_restarts, REDIS_SPAN)
+    temporal_at = restart_points(plan.temporal_restarts, TEMPORAL_SPAN)
+    started = time.monotonic()
+    next_kill = started + rng.uniform(*plan.kill_every)
+    share = 0.0
+    while not await _ended(handle):
+        if time.monotonic() - started > plan.limit_seconds:
+            raise RuntimeError(
+                f"the task did not end within {plan.limit_seconds:.0f} s "
+                f"({share:.0%} of its steps done); {await _pending(handle)}"
+            )
+        share = max(share, steps_done(await query_status(handle)))
+        _replace_exited(workers, injected)
+        if redis_at and share >= redis_at[0]:
+            await _restart(settings, "redis", injected, redis_at.pop(0))
+        elif temporal_at and share >= temporal_at[0]:
+            await _restart(settings, "temporal", injected, temporal_at.pop(0))
+        elif (
+            time.monotonic() >= next_kill
+            and share < CALM_AFTER
+            and injected.worker_kills < plan.max_kills
+            and await _kill_one(workers, handle, rng, injected)
+        ):
+            next_kill = time.monotonic() + rng.uniform(*plan.kill_every)
+        await asyncio.sleep(POLL_SECONDS)
+    if redis_at or temporal_at:
+        raise RuntimeError(
+            f"the task ended before {len(redis_at)} Redis and {len(temporal_at)} Temporal "
+            "restarts of the schedule: give it more documents or slower answers"
+        )
+
+
+def fault_kind(record: dict[str, Any]) -> str | None:
+    """The provider fault llmock put in a response, or None for a clean one."""
+    if record["status"] >= 400:
+        return f"http {record['status']}"
+    fault = record.get("fault")
+    if fault:
+        found = re.match(r"stream:[a-z]+", str(fault))
+        return found.group(0) if found else str(fault)
+    return None
+
+
+def count_faults(records: list[dict[str, Any]], injected: Injected) -> None:
+    kinds = Counter(kind for record in records if (kind := fault_kind(record)))
+    injected.provider_faults = dict(sorted(kinds.items()))
+    injected.streams_cut_by_kills = sum(1 for record in records if cut_by_kill(record))
+
+
+def _report_texts(result: TaskResult, folder: Path) -> dict[str, str]:
+    texts = {}
+    for report in result.documents:
+        path = folder / report.report_file
+        if report.report_file and path.is_file():
+            texts[report.name] = path.read_text(encoding="utf-8")
+    return texts
+
+
+async def _final_result(handle: WorkflowHandle[Any, TaskResult]) -> TaskResult:
+    result = await outcome(handle)
+    if result is None:
+        raise RuntimeError("the task was cancelled")
+    return result
+
+
+async def check_all(
+    settings: Settings,
+    client: Client,
+    plan: SoakPlan,
+    result: TaskResult,
+    corpus: list[Path],
+    records: list[dict[str, Any]],
+) -> tuple[list[Check], dict[str, Any]]:
+    """The checks that read the stack while it still runs, and the figures they read."""
+    scripted = plan.scripted_report()
+    partials = continued_partials(records, settings.model_final)
+    booked = ledger_by_model(result)
+    billed = server_bill_by_model(records, settings.model_final, scripted)
+    verdict_check, explained = verdict_clean(await server_verdict(settings), records)
+    histories = await task_histories(client, result.task_id)
+    redis = connect_redis(settings)
+    try:
+        mirror = await mirror_matches(redis, result)
+    finally:
+        await redis.aclose()
+    checks = [
+        reports_once(result, corpus, settings.report_folder()),
+        no_text_twice(_report_texts(result, settings.report_folder()), partials, scripted),
+        ledger_matches_bill(booked, billed),
+        log_complete(records),
+        verdict_check,
+        await histories_replay(client, histories),
+        mirror,
+    ]
+    figures = {
+        "runs": len(histories),
+        "continued_streams": len(partials),
+        "ledger": total_of(booked.values()),
+        "bill": total_of(billed.values()),
+        "verdict_findings_explained": explained,
+    }
+    return checks, figures
+
+
+def _lost(result: TaskResult, corpus: list[Path]) -> int:
+    completed = {r.name for r in result.documents if r.state is TaskState.COMPLETED}
+    return sum(1 for path in corpus if path.name not in completed)
+
+
+async def soak(settings: Settings, plan: SoakPlan, corpus_folder: Path) -> SoakFigures:
+    corpus = write_corpus(corpus_folder, plan.documents)
+    # Every report answer is one long text: a cut report stream is long enough to continue.
+    add_behaviors(
+        settings,
+        {
+            "type": "reply",
+            "text": plan.scripted_report(),
+            "match": {"model": settings.model_final},
+            "times": None,
+        },
+    )
+    injected = Injected()
+    with Workers(settings) as workers:
+        for _ in range(plan.workers):
+            workers.start()
+        client = await connect_temporal(settings)
+        started = time.monotonic()
+        _, handle = await start_job(client, settings, corpus_folder, TASK_ID)
+        await run_with_faults(settings, plan, workers, handle, injected)
+        result = await _final_result(handle)
+        seconds = time.monotonic() - started
+        records = await asyncio.to_thread(server_requests, settings)
+        # Kept beside the logs: the evidence behind a failed check.
+        evidence = settings.state_dir
+        (evidence / "server-requests.json").write_text(json.dumps(records))
+        (evidence / "task-result.json").write_text(result.model_dump_json(indent=2))
+        count_faults(records, injected)
+        checks, figures = await check_all(settings, client, plan, result, corpus, records)
+    logs = sorted((settings.state_dir / "logs").glob("worker-*.log"))
+    checks.append(nondeterminism_in_logs(logs))
+    checks.append(
+        Check(name="no worker ended by itself", problems=injected.workers_exited_unbidden)
+    )
+    return SoakFigures(
+        documents=plan.documents,
+        workers=plan.workers,
+        seconds=round(seconds, 1),
+        state=result.state.value,
+        injected=injected,
+        documents_lost=_lost(result, corpus),
+        checks={check.name: check.problems for check in checks},
+        passed=all(check.passed for check in checks),
+        **figures,
+    )
+
+
+def report(figures: SoakFigures) -> str:
+    injected = figures.injected
+    faults = ", ".join(f"{n} {kind}" for kind, n in injected.provider_faults.items()) or "none"
+    lines = [
+        f"soak: {figures.documents} documents, {figures.workers} workers, "
+        f"{figures.seconds} s, task {figures.state} in {figures.runs} run(s)",
+        f"  injected and survived: {injected.worker_kills} worker SIGKILLs "
+        f"({injected.streams_cut_by_kills} calls cut by them), "
+        f"{injected.redis_restarts} Redis restarts (empty), "
+        f"{injected.temporal_restarts} Temporal restarts",
+        f"  provider faults: {faults}",
+        f"  continued streams: {figures.continued_streams}; documents lost: "
+        f"{figures.documents_lost}",
+        f"  ledger {figures.ledger.model_dump()} / server bill {figures.bill.model_dump()}",
+    ]
+    for name, problems in figures.checks.items():
+        lines.append(f"  {'ok  ' if not problems else 'FAIL'} {name}")
+        lines += [f"         {problem}" for problem in problems]
+    lines.append(f"soak: {'passed' if figures.passed else 'FAILED'}")
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = bench_parser("soak", __doc__)
+    root.add_argument("--documents", type=at_least_one, default=1000, help="one-page documents")
+    root.add_argument("--workers", type=at_least_one, default=3, help="worker processes")
+    root.add_argument(
+        "--kill-every",
+        type=float,
+        nargs=2,
+        default=(3.0, 7.0),
+        metavar=("MIN", "MAX"),
+        help="seconds between two worker kills, drawn between MIN and MAX",
+    )
+    root.add_argument(
+        "--max-kills", type=int, default=1_000_000, help="stop killing workers after this many"
+    )
+    root.add_argument("--redis-restarts", type=int, default=3, help="restarts of Redis, empty")
+    root.add_argument("--temporal-restarts", type=int, default=2, help="Temporal restarts")
+    root.add_argument(
+        "--fault-scale",
+        type=float,
+        default=1.0,
+        help="multiplies every provider fault probability (0: no provider faults)",
+    )
+    root.add_argument(
+        "--chunk-delay-ms",
+        type=int,
+        default=20,
+        help="pause between streamed chunks: how long the job runs",
+    )
+    root.add_argument("--latency-ms", type=int, default=50, help="LLM server latency per call")
+    root.add_argument("--report-words", type=at_least_one, default=150, help="words per report")
+    root.add_argument(
+        "--limit-seconds", type=float, default=900, help="give up on the job after this long"
+    )
+    root.add_argument("--seed", type=int, default=1, help="seed of the kill schedule")
+    root.add_argument(
+        "--folder", type=Path, help="keep the stack's logs and data here (default: removed)"
+    )
+    return root
+
+
+def _provider_faults(scale: float) -> ProviderFaults:
+    faults = ProviderFaults()
+    return ProviderFaults(
+        http={status: rate * scale for status, rate in faults.http.items() if rate * scale > 0},
+        stream={kind: rate * scale for kind, rate in faults.stream.items() if rate * scale > 0},
+    )
+
+
+def run(args: argparse.Namespace, folder: Path) -> SoakFigures | None:
+    plan = SoakPlan(
+        documents=args.documents,
+        workers=args.workers,
+        kill_every=tuple(args.kill_every),
+        max_kills=args.max_kills,
+        redis_restarts=args.redis_restarts,
+        temporal_restarts=args.temporal_restarts,
+        report_words=args.report_words,
+        limit_seconds=args.limit_seconds,
+        seed=args.seed,
+    )
+    for _ in range(STACK_ATTEMPTS):
+        settings = stack_settings(
+            folder / "stack",
+            latency_ms=args.latency_ms,
+            chunk_delay_ms=args.chunk_delay_ms,
+            document_concurrency=min(32, args.documents),
+            batch_documents=8,
+        )
+        try:
+            with (
+                faulty_llm_server(settings, _provider_faults(args.fault_scale)),
+                embedded_stack(settings),
+            ):
+                ensure_ours(settings)
+                return asyncio.run(soak(settings, plan, folder / "corpus"))
+        except PortTaken as taken:
+            print(f"soak: {taken}; again on other ports", file=sys.stderr)
+            shutil.rmtree(settings.state_dir, ignore_errors=True)
+        except RuntimeError as error:
+            print(f"soak: {error}", file=sys.stderr)
+            return None
+    print(f"soak: no free ports in {STACK_ATTEMPTS} attempts", file=sys.stderr)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.folder is not None:
+        args.folder.mkdir(parents=True, exist_ok=True)
+        figures = run(args, args.folder)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-soak-") as folder:
+            figures = run(args, Path(folder))
+    if figures is None:
+        return 1
+    publish(figures, report(figures), args.json)
+    return 0 if figures.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

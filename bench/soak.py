@@ -93,6 +93,8 @@ REDIS_SPAN = (0.1, 0.7)
 TEMPORAL_SPAN = (0.2, 0.8)
 POLL_SECONDS = 0.5
 STACK_ATTEMPTS = 3
+# The activity that runs a batch of documents: the one a kill should cut.
+BATCH_ACTIVITY = "process_documents"
 
 
 class Injected(BaseModel):
@@ -182,7 +184,9 @@ async def _pending(handle: WorkflowHandle[Any, TaskResult]) -> str:
 
 
 async def _busy_pids(handle: WorkflowHandle[Any, TaskResult]) -> set[int]:
-    """Pids of the workers running one of the task's batches right now."""
+    """Pids of the workers running one of the task's batches right now (not the loading
+    of the documents: it has no heartbeat, so a kill there stalls the task for its
+    5-minute start-to-close timeout before anything else can be measured)."""
     try:
         described = await handle.describe()
     except RPCError:
@@ -191,6 +195,7 @@ async def _busy_pids(handle: WorkflowHandle[Any, TaskResult]) -> set[int]:
         pid
         for pending in described.raw_description.pending_activities
         if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        and pending.activity_type.name == BATCH_ACTIVITY
         and (pid := pid_of(pending.last_worker_identity)) is not None
     }
 

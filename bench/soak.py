@@ -317,7 +317,9 @@ async def check_all(
     partials = continued_partials(records, settings.model_final)
     booked = ledger_by_model(result)
     billed = server_bill_by_model(records, settings.model_final, scripted)
-    verdict_check, explained = verdict_clean(await server_verdict(settings), records)
+    verdict = await server_verdict(settings)
+    (settings.state_dir / "server-verdict.json").write_text(json.dumps(verdict))
+    verdict_check, explained = verdict_clean(verdict, records)
     histories = await task_histories(client, result.task_id)
     redis = connect_redis(settings)
     try:
@@ -503,8 +505,15 @@ def run(args: argparse.Namespace, folder: Path) -> SoakFigures | None:
     return None
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    # `timeout` and test runners send SIGTERM: leave through the `with` blocks, so the
+    # stack and the workers are stopped, instead of dying with them still running.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     if args.folder is not None:
         args.folder.mkdir(parents=True, exist_ok=True)
         figures = run(args, args.folder)

@@ -210,13 +210,20 @@ def ledger_matches_bill(booked: dict[str, Tokens], billed: dict[str, Tokens]) ->
     return Check(name="ledger equals the LLM server's bill", problems=problems)
 
 
+def _conversation(messages: list[Any]) -> list[Any]:
+    """The conversation of a chat request, without a continuation's saved text and prompt."""
+    if messages[-1:] == [{"role": "user", "content": CONTINUE_PROMPT}]:
+        return messages[:-2]
+    return messages
+
+
 def _continued(record: dict[str, Any], records: list[dict[str, Any]]) -> bool:
-    """Whether a later request continued this cut stream from its saved text (its body is
-    then different, so the server's verdict cannot see it as a retry)."""
+    """Whether a later request continued this cut stream from saved text (its body is then
+    different, so the server's verdict cannot see it as a retry)."""
     body = record.get("body")
-    if not isinstance(body, dict):
+    if not isinstance(body, dict) or not body.get("messages"):
         return False
-    asked = body.get("messages") or []
+    asked = _conversation(body["messages"])
     for later in records:
         other = later.get("body")
         if later["seq"] <= record["seq"] or not isinstance(other, dict):
@@ -224,11 +231,19 @@ def _continued(record: dict[str, Any], records: list[dict[str, Any]]) -> bool:
         messages = other.get("messages") or []
         if (
             other.get("model") == body.get("model")
-            and messages[: len(asked)] == asked
             and messages[-1:] == [{"role": "user", "content": CONTINUE_PROMPT}]
+            and _conversation(messages) == asked
         ):
             return True
     return False
+
+
+def _retried(record: dict[str, Any], records: list[dict[str, Any]]) -> bool:
+    """Whether a later request carried the same body: the client did retry it."""
+    return any(
+        later["seq"] > record["seq"] and later["fingerprint"] == record["fingerprint"]
+        for later in records
+    )
 
 
 def cut_by_kill(record: dict[str, Any]) -> bool:
@@ -238,20 +253,27 @@ def cut_by_kill(record: dict[str, Any]) -> bool:
 
 
 def _explained(finding: dict[str, Any], records: list[dict[str, Any]]) -> bool:
-    """Whether a finding is the soak's own doing rather than the client's behaviour.
+    """Whether a finding is the verdict misreading what the client did.
 
     - a cut stream continued from its saved text has a new body, so the verdict sees the
-      call as given up (``gave_up``, ``truncated_stream_accepted``);
-    - the attempts after a worker kill come at the recovery time, about the same each time,
-      which the verdict reads as retries without backoff (``no_backoff``).
+      call as given up (``gave_up``, ``truncated_stream_accepted``,
+      ``malformed_chunk_ignored``);
+    - a stream with a malformed chunk arrives whole, so the verdict does not count it as
+      failed and takes its retry, same body, for a new call (``malformed_chunk_ignored``);
+    - the attempt after a worker kill comes at the recovery time, not at a backoff, which
+      the verdict reads as retries without backoff (``no_backoff``).
     """
     by_seq = {record["seq"]: record for record in records}
-    picked = [by_seq[s] for s in finding.get("seqs", []) if s in by_seq]
-    if finding["code"] in {"gave_up", "truncated_stream_accepted"}:
-        return any(_continued(record, records) for record in picked)
-    if finding["code"] == "no_backoff":
-        failed = [r for r in picked if r["status"] >= 400 or not r["completed"]]
-        return bool(failed) and all(cut_by_kill(r) for r in failed)
+    picked = [by_seq[s] for s in finding.get("requests", []) if s in by_seq]
+    code = finding["code"]
+    if code in {"gave_up", "truncated_stream_accepted", "malformed_chunk_ignored"} and any(
+        _continued(record, records) for record in picked
+    ):
+        return True
+    if code == "malformed_chunk_ignored":
+        return bool(picked) and all(_retried(record, records) for record in picked)
+    if code == "no_backoff":
+        return any(cut_by_kill(record) for record in picked)
     return False
 
 

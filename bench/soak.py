@@ -427,7 +427,7 @@ def parser() -> argparse.ArgumentParser:
         "--kill-every",
         type=float,
         nargs=2,
-        default=(3.0, 7.0),
+        default=(4.0, 8.0),
         metavar=("MIN", "MAX"),
         help="seconds between two worker kills, drawn between MIN and MAX",
     )
@@ -445,13 +445,13 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument(
         "--chunk-delay-ms",
         type=int,
-        default=20,
+        default=5,
         help="pause between streamed chunks: how long the job runs",
     )
-    root.add_argument("--latency-ms", type=int, default=50, help="LLM server latency per call")
+    root.add_argument("--latency-ms", type=int, default=20, help="LLM server latency per call")
     root.add_argument("--report-words", type=at_least_one, default=150, help="words per report")
     root.add_argument(
-        "--limit-seconds", type=float, default=900, help="give up on the job after this long"
+        "--limit-seconds", type=float, default=600, help="give up on the job after this long"
     )
     root.add_argument("--seed", type=int, default=1, help="seed of the kill schedule")
     root.add_argument(

@@ -37,7 +37,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from temporalio.api.enums.v1 import PendingActivityState
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
 from temporalio.service import RPCError
 
 from bench.crashes import pid_of
@@ -56,6 +60,7 @@ from bench.soak_checks import (
     Tokens,
     continued_partials,
     cut_by_kill,
+    first_few,
     histories_replay,
     ledger_by_model,
     ledger_matches_bill,
@@ -106,6 +111,7 @@ class Injected(BaseModel):
     temporal_restarts: int = 0
     provider_faults: dict[str, int] = Field(default_factory=dict)
     streams_cut_by_kills: int = 0
+    query_failures: list[str] = Field(default_factory=list)
 
 
 class SoakFigures(BaseModel):
@@ -115,11 +121,12 @@ class SoakFigures(BaseModel):
     state: str
     runs: int
     injected: Injected
-    continued_streams: int
     documents_lost: int
-    ledger: Tokens
-    bill: Tokens
-    verdict_findings_explained: int
+    # Read from an ended task only.
+    continued_streams: int = 0
+    ledger: Tokens = Field(default_factory=Tokens)
+    bill: Tokens = Field(default_factory=Tokens)
+    verdict_findings_explained: int = 0
     checks: dict[str, list[str]]
     passed: bool
 
@@ -167,6 +174,17 @@ def _replace_exited(workers: Workers, injected: Injected) -> None:
             injected.workers_exited_unbidden.append(why)
             workers.forget(process)
             workers.start()
+
+
+async def _progress(handle: WorkflowHandle[Any, TaskResult], injected: Injected) -> float:
+    """The share of the task's steps done; 0 when no worker answers. A query that fails is
+    a finding (a worker that rebuilt the task from its history could not go on)."""
+    try:
+        return steps_done(await query_status(handle))
+    except WorkflowQueryFailedError as failed:
+        print(f"soak: a query failed: {failed}", file=sys.stderr)
+        injected.query_failures.append(str(failed)[:300])
+        return 0.0
 
 
 async def _pending(handle: WorkflowHandle[Any, TaskResult]) -> str:
@@ -236,8 +254,9 @@ async def run_with_faults(
     workers: Workers,
     handle: WorkflowHandle[Any, TaskResult],
     injected: Injected,
-) -> None:
-    """Inject the schedule's faults until the task ends (or the time limit passes)."""
+) -> str | None:
+    """Inject the schedule's faults until the task ends; or, past the time limit, say where
+    it stands."""
     rng = random.Random(plan.seed)
     redis_at = restart_points(plan.redis_restarts, REDIS_SPAN)
     temporal_at = restart_points(plan.temporal_restarts, TEMPORAL_SPAN)
@@ -246,11 +265,11 @@ async def run_with_faults(
     share = 0.0
     while not await _ended(handle):
         if time.monotonic() - started > plan.limit_seconds:
-            raise RuntimeError(
-                f"the task did not end within {plan.limit_seconds:.0f} s "
-                f"({share:.0%} of its steps done); {await _pending(handle)}"
+            return (
+                f"not within {plan.limit_seconds:.0f} s ({share:.0%} of its steps done); "
+                f"{await _pending(handle)}"
             )
-        share = max(share, steps_done(await query_status(handle)))
+        share = max(share, await _progress(handle, injected))
         _replace_exited(workers, injected)
         if redis_at and share >= redis_at[0]:
             await _restart(settings, "redis", injected, redis_at.pop(0))
@@ -269,6 +288,7 @@ async def run_with_faults(
             f"the task ended before {len(redis_at)} Redis and {len(temporal_at)} Temporal "
             "restarts of the schedule: give it more documents or slower answers"
         )
+    return None
 
 
 def fault_kind(record: dict[str, Any]) -> str | None:
@@ -304,15 +324,14 @@ async def _final_result(handle: WorkflowHandle[Any, TaskResult]) -> TaskResult:
     return result
 
 
-async def check_all(
+async def check_result(
     settings: Settings,
-    client: Client,
     plan: SoakPlan,
     result: TaskResult,
     corpus: list[Path],
     records: list[dict[str, Any]],
 ) -> tuple[list[Check], dict[str, Any]]:
-    """The checks that read the stack while it still runs, and the figures they read."""
+    """The checks of an ended task that read the stack, and the figures they read."""
     scripted = plan.scripted_report()
     partials = continued_partials(records, settings.model_final)
     booked = ledger_by_model(result)
@@ -320,7 +339,6 @@ async def check_all(
     verdict = await server_verdict(settings)
     (settings.state_dir / "server-verdict.json").write_text(json.dumps(verdict))
     verdict_check, explained = verdict_clean(verdict, records)
-    histories = await task_histories(client, result.task_id)
     redis = connect_redis(settings)
     try:
         mirror = await mirror_matches(redis, result)
@@ -332,11 +350,11 @@ async def check_all(
         ledger_matches_bill(booked, billed),
         log_complete(records),
         verdict_check,
-        await histories_replay(client, histories),
         mirror,
     ]
     figures = {
-        "runs": len(histories),
+        "state": result.state.value,
+        "documents_lost": _lost(result, corpus),
         "continued_streams": len(partials),
         "ledger": total_of(booked.values()),
         "bill": total_of(billed.values()),
@@ -348,6 +366,12 @@ async def check_all(
 def _lost(result: TaskResult, corpus: list[Path]) -> int:
     completed = {r.name for r in result.documents if r.state is TaskState.COMPLETED}
     return sum(1 for path in corpus if path.name not in completed)
+
+
+def _unreported(settings: Settings, plan: SoakPlan) -> int:
+    """Documents with no report file yet, for a task that did not end."""
+    written = list((settings.report_folder() / TASK_ID).glob("*.md"))
+    return plan.documents - len(written)
 
 
 async def soak(settings: Settings, plan: SoakPlan, corpus_folder: Path) -> SoakFigures:
@@ -369,28 +393,35 @@ async def soak(settings: Settings, plan: SoakPlan, corpus_folder: Path) -> SoakF
         client = await connect_temporal(settings)
         started = time.monotonic()
         _, handle = await start_job(client, settings, corpus_folder, TASK_ID)
-        await run_with_faults(settings, plan, workers, handle, injected)
-        result = await _final_result(handle)
+        stuck = await run_with_faults(settings, plan, workers, handle, injected)
         seconds = time.monotonic() - started
         records = await asyncio.to_thread(server_requests, settings)
         # Kept beside the logs: the evidence behind a failed check.
-        evidence = settings.state_dir
-        (evidence / "server-requests.json").write_text(json.dumps(records))
-        (evidence / "task-result.json").write_text(result.model_dump_json(indent=2))
+        (settings.state_dir / "server-requests.json").write_text(json.dumps(records))
         count_faults(records, injected)
-        checks, figures = await check_all(settings, client, plan, result, corpus, records)
+        histories = await task_histories(client, TASK_ID)
+        checks = [await histories_replay(client, histories)]
+        figures: dict[str, Any] = {"runs": len(histories)}
+        if stuck is None:
+            result = await _final_result(handle)
+            (settings.state_dir / "task-result.json").write_text(result.model_dump_json(indent=2))
+            ended, read = await check_result(settings, plan, result, corpus, records)
+            checks += ended
+            figures.update(read)
+        else:
+            checks.append(Check(name="the task ended", problems=[stuck]))
+            figures.update(state="running", documents_lost=_unreported(settings, plan))
     logs = sorted((settings.state_dir / "logs").glob("worker-*.log"))
-    checks.append(nondeterminism_in_logs(logs))
-    checks.append(
-        Check(name="no worker ended by itself", problems=injected.workers_exited_unbidden)
-    )
+    checks += [
+        nondeterminism_in_logs(logs),
+        Check(name="every query of the task answered", problems=first_few(injected.query_failures)),
+        Check(name="no worker ended by itself", problems=injected.workers_exited_unbidden),
+    ]
     return SoakFigures(
         documents=plan.documents,
         workers=plan.workers,
         seconds=round(seconds, 1),
-        state=result.state.value,
         injected=injected,
-        documents_lost=_lost(result, corpus),
         checks={check.name: check.problems for check in checks},
         passed=all(check.passed for check in checks),
         **figures,

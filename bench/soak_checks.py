@@ -60,7 +60,7 @@ class Tokens(BaseModel):
     completion_tokens: int = 0
 
 
-def _first(items: Iterable[str], limit: int = 5) -> list[str]:
+def first_few(items: Iterable[str], limit: int = 5) -> list[str]:
     listed = list(items)
     return listed[:limit] + ([f"... and {len(listed) - limit} more"] if len(listed) > limit else [])
 
@@ -87,7 +87,7 @@ def reports_once(result: TaskResult, corpus: list[Path], report_folder: Path) ->
     task_folder = report_folder / result.task_id
     on_disk = {f"{result.task_id}/{p.name}" for p in task_folder.glob("*.md")}
     problems += [f"{f}: a report file no document names" for f in sorted(on_disk - files)]
-    return Check(name="every document reported exactly once", problems=_first(problems))
+    return Check(name="every document reported exactly once", problems=first_few(problems))
 
 
 def continued_partials(records: list[dict[str, Any]], model: str) -> list[str]:
@@ -118,7 +118,7 @@ def no_text_twice(reports: dict[str, str], partials: list[str], scripted: str) -
         for p in set(partials)
         if not scripted.startswith(p)
     ]
-    return Check(name="no report text doubled or lost", problems=_first(problems))
+    return Check(name="no report text doubled or lost", problems=first_few(problems))
 
 
 def _completion_sent(record: dict[str, Any], scripted_model: str, scripted: str) -> int:
@@ -287,7 +287,7 @@ def verdict_clean(verdict: dict[str, Any], records: list[dict[str, Any]]) -> tup
             explained += 1
             continue
         problems.append(f"{finding['severity']} {finding['code']}: {finding.get('title', '')}")
-    return Check(name="LLM server verdict clean", problems=_first(problems)), explained
+    return Check(name="LLM server verdict clean", problems=first_few(problems)), explained
 
 
 def nondeterminism_in_logs(logs: list[Path]) -> Check:
@@ -296,7 +296,7 @@ def nondeterminism_in_logs(logs: list[Path]) -> Check:
         text = log.read_text(errors="replace") if log.exists() else ""
         hits = [line for line in text.splitlines() if NONDETERMINISM.search(line)]
         problems += [f"{log.name}: {line[:300]}" for line in hits]
-    return Check(name="no nondeterminism in any worker log", problems=_first(problems, 10))
+    return Check(name="no nondeterminism in any worker log", problems=first_few(problems, 10))
 
 
 async def task_histories(client: Client, task_id: str) -> list[WorkflowHistory]:

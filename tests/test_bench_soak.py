@@ -53,6 +53,7 @@ def test_the_small_soak_injects_its_schedule_and_loses_no_document(soak: dict[st
         "LLM server verdict clean",
         "Redis mirror equals the task's end",
         "no nondeterminism in any worker log",
+        "every query of the task answered",
         "no worker ended by itself",
     ):
         assert checks[name] == [], name

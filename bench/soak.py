@@ -338,7 +338,7 @@ async def check_result(
     billed = server_bill_by_model(records, settings.model_final, scripted)
     verdict = await server_verdict(settings)
     (settings.state_dir / "server-verdict.json").write_text(json.dumps(verdict))
-    verdict_check, explained = verdict_clean(verdict, records)
+    verdict_check, explained = verdict_clean(verdict, records, settings.model_final, scripted)
     redis = connect_redis(settings)
     try:
         mirror = await mirror_matches(redis, result)

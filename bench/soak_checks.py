@@ -121,6 +121,15 @@ def no_text_twice(reports: dict[str, str], partials: list[str], scripted: str) -
     return Check(name="no report text doubled or lost", problems=first_few(problems))
 
 
+def answer_text(body: dict[str, Any], scripted_model: str, scripted: str) -> str:
+    """The whole answer the server streams for a chat request: the scripted text for
+    ``scripted_model``, its mock text (a pure function of model and prompt) for the others."""
+    if body.get("model") == scripted_model:
+        return scripted
+    prompt, _ = prompt_of(body.get("messages") or [])
+    return build_mock_text(settings=MockResponseSettings(), model=body["model"], prompt=prompt)
+
+
 def _completion_sent(record: dict[str, Any], scripted_model: str, scripted: str) -> int:
     """Completion tokens of what the server sent for one request, as it counts them."""
     body = record.get("body") or {}
@@ -128,11 +137,7 @@ def _completion_sent(record: dict[str, Any], scripted_model: str, scripted: str)
         return 0
     if record["status"] != 200:
         return 0
-    if body.get("model") == scripted_model:
-        text = scripted
-    else:
-        prompt, _ = prompt_of(body.get("messages") or [])
-        text = build_mock_text(settings=MockResponseSettings(), model=body["model"], prompt=prompt)
+    text = answer_text(body, scripted_model, scripted)
     if not record.get("stream"):
         return max(1, estimate_tokens(text))
     pieces = text_pieces(text)
@@ -140,6 +145,17 @@ def _completion_sent(record: dict[str, Any], scripted_model: str, scripted: str)
     if sent == len(pieces) and record.get("completed"):
         return max(1, estimate_tokens(text))
     return estimate_tokens("".join(pieces[:sent]))
+
+
+def _whole_before_cut(record: dict[str, Any], scripted_model: str, scripted: str) -> bool:
+    """Whether a truncated stream had sent its whole text and its finish reason (the role
+    chunk, every piece, then the finish chunk) before the cut: only the usage chunk and the
+    terminator were missing, and the answer is whole."""
+    body = record.get("body")
+    if not isinstance(body, dict):
+        return False
+    pieces = text_pieces(answer_text(body, scripted_model, scripted))
+    return int(record.get("chunks_sent", 0)) >= _LEADING_CHUNKS + len(pieces) + 1
 
 
 def server_bill_by_model(
@@ -252,7 +268,9 @@ def cut_by_kill(record: dict[str, Any]) -> bool:
     return record["status"] == 200 and not record["completed"] and not record.get("fault")
 
 
-def _explained(finding: dict[str, Any], records: list[dict[str, Any]]) -> bool:
+def _explained(
+    finding: dict[str, Any], records: list[dict[str, Any]], scripted_model: str, scripted: str
+) -> bool:
     """Whether a finding is the verdict misreading what the client did.
 
     - a cut stream continued from its saved text has a new body, so the verdict sees the
@@ -261,7 +279,9 @@ def _explained(finding: dict[str, Any], records: list[dict[str, Any]]) -> bool:
     - a stream with a malformed chunk arrives whole, so the verdict does not count it as
       failed and takes its retry, same body, for a new call (``malformed_chunk_ignored``);
     - the attempt after a worker kill comes at the recovery time, not at a backoff, which
-      the verdict reads as retries without backoff (``no_backoff``).
+      the verdict reads as retries without backoff (``no_backoff``);
+    - a stream truncated after its finish reason was sent is a whole answer, rightly kept
+      (``truncated_stream_accepted``).
     """
     by_seq = {record["seq"]: record for record in records}
     picked = [by_seq[s] for s in finding.get("requests", []) if s in by_seq]
@@ -274,16 +294,22 @@ def _explained(finding: dict[str, Any], records: list[dict[str, Any]]) -> bool:
         return bool(picked) and all(_retried(record, records) for record in picked)
     if code == "no_backoff":
         return any(cut_by_kill(record) for record in picked)
+    if code == "truncated_stream_accepted":
+        return bool(picked) and all(
+            _whole_before_cut(record, scripted_model, scripted) for record in picked
+        )
     return False
 
 
-def verdict_clean(verdict: dict[str, Any], records: list[dict[str, Any]]) -> tuple[Check, int]:
+def verdict_clean(
+    verdict: dict[str, Any], records: list[dict[str, Any]], scripted_model: str, scripted: str
+) -> tuple[Check, int]:
     """No finding in the LLM server's verdict but those the soak itself explains (see
     ``_explained``). Returns the check and how many findings were explained."""
     problems = []
     explained = 0
     for finding in verdict.get("findings", []):
-        if _explained(finding, records):
+        if _explained(finding, records, scripted_model, scripted):
             explained += 1
             continue
         problems.append(f"{finding['severity']} {finding['code']}: {finding.get('title', '')}")

@@ -14,7 +14,7 @@ from tests.bench_runs import ROOT
 
 SMALL_SOAK = (
     "--documents", "20", "--workers", "2", "--kill-every", "2", "4", "--max-kills", "1",
-    "--redis-restarts", "1", "--temporal-restarts", "0", "--fault-scale", "3",
+    "--redis-restarts", "1", "--temporal-restarts", "0", "--fault-scale", "2",
     # The soak gives up and stops its stack well before the test's own limit.
     "--limit-seconds", "100",
 )  # fmt: skip

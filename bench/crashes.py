@@ -90,7 +90,7 @@ class CrashFigures(BaseModel):
     recovery_vs_scratch_ratio: float
 
 
-def _pid_of(identity: str) -> int | None:
+def pid_of(identity: str) -> int | None:
     """The process id in a worker identity (the SDK's default is ``pid@host``)."""
     head, _, _ = identity.partition("@")
     return int(head) if head.isdigit() else None
@@ -101,7 +101,7 @@ async def busy_worker_pid(handle: WorkflowHandle[object, TaskResult]) -> int | N
     described = await handle.describe()
     for pending in described.raw_description.pending_activities:
         if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
-            return _pid_of(pending.last_worker_identity)
+            return pid_of(pending.last_worker_identity)
     return None
 
 

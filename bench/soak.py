@@ -70,7 +70,7 @@ from longtask.corpus import at_least_one, write_corpus
 from longtask.models import TaskResult
 from longtask.settings import Settings
 from longtask.states import TaskState
-from starter import outcome
+from longtask.task_resume import outcome
 
 TASK_ID = "soak"
 # Fresh ports for the stack when one was taken before its service started.

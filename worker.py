@@ -42,7 +42,10 @@ def build_worker(
 
     Heartbeats reach the server at least every quarter of the heartbeat timeout (the SDK's
     default of 0.8 x would leave a dead worker unnoticed for longer), and a workflow whose
-    sticky worker died moves to another one after a couple of seconds instead of ten.
+    sticky worker died moves to another one after a couple of seconds instead of ten. A worker
+    runs at most ``worker_activity_slots`` activities: more would crowd its event loop until
+    heartbeats come late and a busy worker looks dead; the rest wait on the queue for it or
+    for another worker.
     """
     heartbeat = timedelta(seconds=settings.heartbeat_timeout_seconds)
     steps = DocumentSteps(
@@ -70,6 +73,7 @@ def build_worker(
             mirror.write_checkpoint,
             mirror.load_resume_state,
         ],
+        max_concurrent_activities=settings.worker_activity_slots,
         max_heartbeat_throttle_interval=heartbeat / 4,
         default_heartbeat_throttle_interval=heartbeat / 4,
         sticky_queue_schedule_to_start_timeout=max(heartbeat, timedelta(seconds=1)),

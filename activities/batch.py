@@ -15,12 +15,13 @@ when the task began (activities/documents.py) ends failed at once, saying what i
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.documents import BAD_INPUT, is_unusable, unusable_reason
 from activities.metrics import record_document
@@ -38,8 +39,10 @@ from longtask.models import (
     StepResult,
     step_key,
 )
-from longtask.policies import STOP_TASK_KINDS, StepKind
+from longtask.policies import STOP_TASK_KINDS, StepKind, TimeoutPolicy
 from longtask.states import TaskState
+
+log = logging.getLogger(__name__)
 
 
 def _settled(results: Sequence[StepResult | BaseException]) -> list[StepResult]:
@@ -50,12 +53,24 @@ def _settled(results: Sequence[StepResult | BaseException]) -> list[StepResult]:
     return [result for result in results if isinstance(result, StepResult)]
 
 
-def batch_failure(errors: list[BaseException]) -> BaseException:
+def batch_failure(
+    errors: list[BaseException], policy: TimeoutPolicy, attempt: int
+) -> BaseException:
     """How a batch with documents still to do fails: for good on a refused key; otherwise
-    retried after the longest wait any of its documents needs."""
+    retried after the longest wait any of its documents needs.
+
+    ``attempt`` is Temporal's (1-based): a bug, which no call's attempts count, is retried
+    after the policy's backoff for it (5, 10, 20 ... 60 s), not at a lost worker's pace.
+    """
     others = [error for error in errors if not isinstance(error, ApplicationError)]
     if others:
-        return others[0]
+        bug = others[0]
+        log.error("batch failed on an unexpected error", exc_info=bug)
+        return ApplicationError(
+            f"unexpected {type(bug).__name__}: {bug}",
+            type=type(bug).__name__,
+            next_retry_delay=timedelta(seconds=policy.wait_before_retry(attempt - 1)),
+        )
     failures = [error for error in errors if isinstance(error, ApplicationError)]
     fatal = [failure for failure in failures if failure.non_retryable]
     if fatal:
@@ -70,6 +85,7 @@ def batch_failure(errors: list[BaseException]) -> BaseException:
         stats.model_dump(),
         type=longest.type,
         next_retry_delay=longest.next_retry_delay,
+        category=ApplicationErrorCategory.BENIGN,
     )
 
 
@@ -87,7 +103,7 @@ class DocumentBatches:
             )
         errors = [error for error in ended if isinstance(error, BaseException)]
         if errors:
-            raise batch_failure(errors)
+            raise batch_failure(errors, request.policy, activity.info().attempt)
         return BatchResult(
             batch=request.batch,
             outcomes=[pulse.outcomes[document.index] for document in request.documents],

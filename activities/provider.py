@@ -19,6 +19,9 @@ class ChatAnswer(BaseModel):
     text: str
     prompt_tokens: int
     completion_tokens: int
+    # What the provider's pace was, for limits that learn it (activities/latency.py).
+    first_chunk_seconds: float = 0.0
+    longest_gap_seconds: float = 0.0
 
 
 class CallLimits(BaseModel):
@@ -66,6 +69,8 @@ async def stream_chat(
     finish: str | None = None
     prompt_tokens = completion_tokens = 0
     loop = asyncio.get_running_loop()
+    started = last_chunk = loop.time()
+    first_chunk = longest_gap = 0.0
     async with _attempt_deadline(limits.total):
         try:
             async with asyncio.timeout(limits.first_chunk) as watchdog:
@@ -77,7 +82,13 @@ async def stream_chat(
                     timeout=limits.total,
                 )
                 async for chunk in stream:
-                    watchdog.reschedule(loop.time() + limits.stall)
+                    now = loop.time()
+                    watchdog.reschedule(now + limits.stall)
+                    if chunks == 0:
+                        first_chunk = now - started
+                    else:
+                        longest_gap = max(longest_gap, now - last_chunk)
+                    last_chunk = now
                     chunks += 1
                     if chunk.usage is not None:
                         prompt_tokens = chunk.usage.prompt_tokens
@@ -99,7 +110,11 @@ async def stream_chat(
             f"stream ended after {chunks} chunks without a finish reason", ErrorKind.CONNECTION
         )
     return ChatAnswer(
-        text="".join(parts), prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        text="".join(parts),
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        first_chunk_seconds=first_chunk,
+        longest_gap_seconds=longest_gap,
     )
 
 

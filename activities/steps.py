@@ -26,6 +26,7 @@ from activities.continuation import (
 )
 from activities.documents import pages_of
 from activities.errors import advice_for, kind_of
+from activities.latency import LatencyBook
 from activities.metrics import record_attempt, record_saved_tokens, record_step
 from activities.partials import PartialMirror
 from activities.provider import CallLimits, ChatAnswer, chat, embed, stream_chat
@@ -119,6 +120,7 @@ class DocumentSteps:
         self._limiter = limiter
         self._api_key = api_key
         self._signal_seconds = signal_seconds
+        self.latency = LatencyBook(redis)
 
     def pulse(self, task_id: str, call_concurrency: int) -> ActivityPulse:
         return ActivityPulse(self._temporal, task_id, self._signal_seconds, call_concurrency)
@@ -171,18 +173,15 @@ class DocumentSteps:
         if self._limiter is not None:
             tokens = estimate_request_tokens(asked)
             await self._limiter.acquire(request.model, request.task_id, tokens)
-        policy = request.policy
         kind = reporter.kind
         attempt = reporter.ledger.attempt_of(item)
-        limits = CallLimits(
-            total=policy.attempt_timeout(kind.task_type, attempt),
-            first_chunk=policy.first_chunk_limit(kind.task_type, attempt),
-            stall=policy.stall_seconds,
-        )
+        limits = self.latency.limits(request.policy, kind.task_type, request.model, attempt)
         started = time.monotonic()
         status = "success"
         try:
-            return await call(limits)
+            answer = await call(limits)
+            self._observe(request.model, kind, answer, time.monotonic() - started)
+            return answer
         except asyncio.CancelledError:
             status = "cancelled"
             raise
@@ -204,6 +203,14 @@ class DocumentSteps:
                     status,
                     time.monotonic() - started,
                 )
+
+    def _observe(self, model: str, kind: StepKind, answer: object, seconds: float) -> None:
+        """The pace of an answer that arrived, for the model's learned limits."""
+        if isinstance(answer, ChatAnswer):
+            gap = answer.longest_gap_seconds
+            self.latency.observe(model, kind.task_type, answer.first_chunk_seconds, gap)
+        else:  # an embedding comes whole: its first chunk is the answer
+            self.latency.observe(model, kind.task_type, seconds, None)
 
     async def _run_calls(
         self,

@@ -119,6 +119,7 @@ def log_figures(
     ratios: list[float] = []
     stalls = late = missed = slow = false_timeouts = other_cuts = 0
     slow_seconds: list[float] = []
+    hang = policy.configured_hang_limits(TaskType.DEFAULT, "")
     for record in streamed:
         attempt = attempts[record["fingerprint"]]
         attempts[record["fingerprint"]] += 1
@@ -131,12 +132,14 @@ def log_figures(
             if chunk == 0:
                 # Silent since the request: the client's first-chunk watchdog started with it.
                 silence = record["ended_at"] - record["started_at"]
-                limit = policy.first_chunk_limit(TaskType.DEFAULT, attempt)
+                limit = policy.first_chunk_limit(
+                    TaskType.DEFAULT, attempt, hang.first_chunk_seconds
+                )
                 first_chunk.append(silence)
             else:
                 # Silent since the chunk before: its pause, then the stall the client cut.
                 silence = (record["stall_waited"] or 0.0) + plan.chunk_delay_ms / 1000
-                limit = policy.stall_seconds
+                limit = hang.silence_seconds
                 mid_stream.append(silence)
             ratios.append(silence / limit)
             if silence > limit + TOLERANCE_SECONDS:
@@ -186,7 +189,7 @@ async def measure(
         completed_documents=sum(d.state is TaskState.COMPLETED for d in result.documents),
         state=result.state.value,
         seconds=round(seconds, 1),
-        stall_limit_seconds=policy.stall_seconds,
+        stall_limit_seconds=policy.configured_hang_limits(TaskType.DEFAULT, "").silence_seconds,
         pace_seconds=plan.pace_seconds,
         product_timeouts=sum(stats.timeouts for stats in result.calls.values()),
         **log_figures(server_requests(settings), plan, policy),
@@ -264,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-timeouts-") as folder:
         settings = stack_settings(Path(folder) / "stack", latency_ms=200, chunk_delay_ms=20)
-        if args.pace_seconds >= settings.timeout_policy().stall_seconds:
+        hang = settings.timeout_policy().configured_hang_limits(TaskType.DEFAULT, "")
+        if args.pace_seconds >= hang.silence_seconds:
             print("timeouts: --pace-seconds must stay under the stall limit", file=sys.stderr)
             return 2
         plan = FaultPlan(

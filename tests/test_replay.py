@@ -69,7 +69,8 @@ def patches_of(events: list[dict[str, Any]]) -> set[str]:
 
 def test_committed_histories_cover_each_path_of_the_workflow() -> None:
     """Recorded with tests/record_history.py: before batches, batches, a retried batch, a
-    failed document, and a task with no usable document."""
+    failed document, a task with no usable document, and batches retried until their calls'
+    own attempts are used up."""
     histories = {path.stem: json.loads(path.read_text())["events"] for path in committed()}
     activities = {
         name: {
@@ -95,6 +96,9 @@ def test_committed_histories_cover_each_path_of_the_workflow() -> None:
     assert ends["failed-documents"] == "EVENT_TYPE_WORKFLOW_EXECUTION_FAILED"
     assert "load-failure-ends-task" in patches_of(histories["no-usable-document"])
     assert ends["no-usable-document"] == "EVENT_TYPE_WORKFLOW_EXECUTION_FAILED"
+    assert "batches-fail-by-call-attempts" in patches_of(histories["calls-retry"])
+    assert "batches-fail-by-call-attempts" not in patches_of(histories["examples-retry"])
+    assert ends["calls-retry"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
 
 
 def test_committed_histories_hold_no_api_key() -> None:

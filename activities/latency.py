@@ -69,16 +69,24 @@ class LatencyBook:
         self._refreshed: dict[tuple[str, TaskType], float] = {}
         self._refreshing: dict[tuple[str, TaskType], asyncio.Task[None]] = {}
         self._redis_down = False
+        # Models and task types whose shared figures were read once (or Redis failed to).
+        self._learned: set[tuple[str, TaskType]] = set()
 
     def _of(self, model: str, task_type: TaskType, measure: Measure) -> _Series:
         return self._series.setdefault((model, task_type, measure), _Series())
 
-    def limits(
+    async def limits(
         self, policy: TimeoutPolicy, task_type: TaskType, model: str, attempt: int
     ) -> CallLimits:
-        """The limits of attempt ``attempt`` (0-based) of a call to ``model``."""
+        """The limits of attempt ``attempt`` (0-based) of a call to ``model``.
+
+        The first call of a model waits for what other workers learned (``REDIS_SECONDS`` at
+        most); later ones use what is known and refresh it in the background.
+        """
         if policy.learn_hang_limits:
-            self._refresh_if_due(model, task_type)
+            refreshing = self._refresh_if_due(model, task_type)
+            if refreshing is not None and (model, task_type) not in self._learned:
+                await asyncio.wait([refreshing], timeout=REDIS_SECONDS)
         configured = policy.configured_hang_limits(task_type, model)
         first = policy.learned_limit(
             configured.first_chunk_seconds,
@@ -130,6 +138,8 @@ class LatencyBook:
             for s in series:
                 s.shared = []
             return
+        finally:
+            self._learned.add((model, task_type))
         if self._redis_down:
             log.info("learned limits available again")
         self._redis_down = False
@@ -137,16 +147,18 @@ class LatencyBook:
         for s, values in zip(series, ranges, strict=True):
             s.shared = [float(value) for value in values]
 
-    def _refresh_if_due(self, model: str, task_type: TaskType) -> None:
+    def _refresh_if_due(self, model: str, task_type: TaskType) -> asyncio.Task[None] | None:
+        """The refresh under way for this model and task type, started now if it is due."""
         key = (model, task_type)
         now = asyncio.get_running_loop().time()
         running = self._refreshing.get(key)
         if running is not None and not running.done():
-            return
+            return running
         if now - self._refreshed.get(key, -math.inf) < REFRESH_SECONDS:
-            return
+            return None
         self._refreshed[key] = now
         self._refreshing[key] = asyncio.create_task(self.refresh(model, task_type))
+        return self._refreshing[key]
 
     async def close(self) -> None:
         """Wait for refreshes under way, so none is left behind at shutdown."""

@@ -175,7 +175,7 @@ class DocumentSteps:
             await self._limiter.acquire(request.model, request.task_id, tokens)
         kind = reporter.kind
         attempt = reporter.ledger.attempt_of(item)
-        limits = self.latency.limits(request.policy, kind.task_type, request.model, attempt)
+        limits = await self.latency.limits(request.policy, kind.task_type, request.model, attempt)
         started = time.monotonic()
         status = "success"
         try:

@@ -91,14 +91,14 @@ class _Loop:
         self.prompt_tokens = 0
         self.completion_tokens = 0
 
-    def _limits(self, kind: StepKind) -> CallLimits:
+    async def _limits(self, kind: StepKind) -> CallLimits:
         model = self._models.for_step(kind)
-        return self._latency.limits(self._policy, kind.task_type, model, 0)
+        return await self._latency.limits(self._policy, kind.task_type, model, 0)
 
     async def _chat(self, kind: StepKind, messages: prompts.Messages) -> str:
         async with self._gate:
             answer = await chat(
-                self._client, self._models.for_step(kind), messages, self._limits(kind)
+                self._client, self._models.for_step(kind), messages, await self._limits(kind)
             )
         self._count(answer.prompt_tokens, answer.completion_tokens)
         return answer.text
@@ -118,7 +118,7 @@ class _Loop:
                 self._client,
                 self._models.embedding,
                 [KEY_PASSAGE_QUERY, *chunks],
-                self._limits(StepKind.EMBED),
+                await self._limits(StepKind.EMBED),
             )
         self._count(tokens, 0)
         return [_cosine(vectors[0], vector) for vector in vectors[1:]]

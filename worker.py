@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.backpressure import LoopPressure
 from activities.batch import DocumentBatches
 from activities.documents import load_documents
 from activities.mirror import MirrorActivities
@@ -56,6 +57,9 @@ def build_worker(
         redis,
         SharedRateLimiter(redis, settings.rate_limits) if settings.rate_limits else None,
         settings.mirror_messages,
+        # New calls wait while the event loop runs later than a tenth of the heartbeat
+        # timeout: heartbeats go out every quarter of it, so they still arrive in time.
+        LoopPressure(max_lag_seconds=settings.heartbeat_timeout_seconds / 10),
     )
     batches = DocumentBatches(steps, ReportStore(settings.report_folder()))
     mirror = MirrorActivities(redis, settings.mirror_messages)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import openai
 from openai.types.chat import ChatCompletionMessageParam
@@ -133,19 +134,36 @@ async def embed(
 ) -> tuple[list[list[float]], int]:
     """Vectors for ``texts`` in order, and the prompt tokens the provider counted.
 
-    An embedding answer comes whole, so the first-chunk limit bounds the whole call.
+    An embedding answer comes whole, so the first-chunk limit bounds the whole call. Its JSON
+    is read as plain data: the client's typed models build every float one by one, which for
+    a batch of vectors holds the event loop (and every heartbeat of the worker) for long.
     """
     seconds = min(limits.first_chunk, limits.total)
     try:
         async with asyncio.timeout(seconds):
-            response = await client.embeddings.create(model=model, input=texts, timeout=seconds)
+            raw = await client.embeddings.with_raw_response.create(
+                model=model, input=texts, encoding_format="float", timeout=seconds
+            )
     except TimeoutError:
         raise StreamBrokenError(
             f"hung: no answer within {seconds:g} s", ErrorKind.TIMEOUT
         ) from None
-    vectors = [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
+    vectors, tokens = _embedding_answer(raw.http_response.json())
     if len(vectors) != len(texts):
         raise StreamBrokenError(
             f"asked for {len(texts)} embeddings, got {len(vectors)}", ErrorKind.SERVER_ERROR
         )
-    return vectors, response.usage.prompt_tokens if response.usage else 0
+    return vectors, tokens
+
+
+def _embedding_answer(body: Any) -> tuple[list[list[float]], int]:
+    """The vectors of an embeddings answer in input order, and its prompt tokens."""
+    try:
+        items = sorted(body["data"], key=lambda item: item["index"])
+        vectors = [[float(x) for x in item["embedding"]] for item in items]
+        usage = body.get("usage") or {}
+        return vectors, int(usage.get("prompt_tokens") or 0)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise StreamBrokenError(
+            f"an embeddings answer of an unexpected shape ({error!r})", ErrorKind.SERVER_ERROR
+        ) from None

@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import prompts
 from activities.attempts import ProviderFailure, handover, step_failure
+from activities.backpressure import LoopPressure
 from activities.continuation import (
     continuation_messages,
     estimate_tokens,
@@ -112,6 +113,7 @@ class DocumentSteps:
         redis: Redis | None = None,
         limiter: SharedRateLimiter | None = None,
         mirror_messages: bool = True,
+        pressure: LoopPressure | None = None,
     ) -> None:
         self._llm = llm
         self._mirror_messages = mirror_messages
@@ -121,6 +123,8 @@ class DocumentSteps:
         self._api_key = api_key
         self._signal_seconds = signal_seconds
         self.latency = LatencyBook(redis)
+        # Shared by every activity of the worker: the event loop is.
+        self._pressure = pressure or LoopPressure(max_lag_seconds=0.2)
 
     def pulse(self, task_id: str, call_concurrency: int) -> ActivityPulse:
         return ActivityPulse(self._temporal, task_id, self._signal_seconds, call_concurrency)
@@ -168,7 +172,8 @@ class DocumentSteps:
         """One provider attempt of one call, under that call's own attempt's limits.
 
         ``asked`` (the messages or inputs) sizes the call for the shared tokens-per-minute
-        quota; waiting for the quota is not part of the attempt's time.
+        quota; waiting for the quota, or for a busy worker's event loop to catch up, is not
+        part of the attempt's time.
         """
         if self._limiter is not None:
             tokens = estimate_request_tokens(asked)
@@ -176,6 +181,20 @@ class DocumentSteps:
         kind = reporter.kind
         attempt = reporter.ledger.attempt_of(item)
         limits = await self.latency.limits(request.policy, kind.task_type, request.model, attempt)
+        async with self._pressure.slot():
+            return await self._timed_attempt(request, reporter, item, where, call, limits)
+
+    async def _timed_attempt(
+        self,
+        request: StepRequest,
+        reporter: StepReporter,
+        item: int,
+        where: str,
+        call: Callable[[CallLimits], Awaitable[Answer]],
+        limits: CallLimits,
+    ) -> Answer:
+        kind = reporter.kind
+        attempt = reporter.ledger.attempt_of(item)
         started = time.monotonic()
         status = "success"
         try:

@@ -78,7 +78,7 @@ class HangLimits(BaseModel):
 HANG_LIMITS: dict[TaskType, HangLimits] = {
     TaskType.EMBEDDING: HangLimits(first_chunk_seconds=20, silence_seconds=20),
     TaskType.DEFAULT: HangLimits(first_chunk_seconds=30, silence_seconds=20),
-    TaskType.REASONING: HangLimits(first_chunk_seconds=60, silence_seconds=30),
+    TaskType.REASONING: HangLimits(first_chunk_seconds=50, silence_seconds=30),
 }
 
 
@@ -100,12 +100,14 @@ class TimeoutPolicy(BaseModel):
     # Hang limits by model name or task type over the built-in HANG_LIMITS; a model's own entry
     # wins. The first-chunk limit doubles per attempt, never past the attempt's timeout.
     hang_limits: dict[str, HangLimits] = Field(default_factory=dict)
-    # Each model's limits follow what its answers show (activities/latency.py): ``learned_margin``
-    # x the p99 observed, never under ``learned_floor_seconds`` (or the configured limit, if
-    # lower) nor over ``learned_margin`` x the configured limit.
+    # Each model's limits follow what its answers show (activities/latency.py): 1.5 x the p99
+    # observed + 5 s, never under ``learned_floor_seconds`` (or the configured limit, if lower)
+    # nor over ``learned_ceiling_factor`` x the configured limit.
     learn_hang_limits: bool = True
-    learned_margin: float = Field(4.0, ge=1.0)
+    learned_margin: float = Field(1.5, ge=1.0)
+    learned_slack_seconds: float = Field(5.0, ge=0)
     learned_floor_seconds: float = Field(10.0, gt=0)
+    learned_ceiling_factor: float = Field(4.0, ge=1.0)
     # 429: wait what the provider asks, at most this long; or stop at once, as the article did.
     rate_limit_max_wait_seconds: float = Field(60.0, gt=0)
     rate_limit_max_waits: int = Field(6, ge=0)
@@ -145,8 +147,9 @@ class TimeoutPolicy(BaseModel):
         if not self.learn_hang_limits or observed_p99 is None:
             return configured
         floor = min(self.learned_floor_seconds, configured)
-        ceiling = configured * self.learned_margin
-        return min(max(observed_p99 * self.learned_margin, floor), ceiling)
+        ceiling = configured * self.learned_ceiling_factor
+        learned = observed_p99 * self.learned_margin + self.learned_slack_seconds
+        return min(max(learned, floor), ceiling)
 
     def first_chunk_limit(self, task_type: TaskType, attempt: int, seconds: float) -> float:
         """How long attempt ``attempt`` may wait for a first chunk whose limit is ``seconds``

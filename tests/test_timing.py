@@ -90,7 +90,7 @@ async def test_a_stall_is_cut_at_the_limit_learned_from_other_workers(
     client: Client, settings: Settings, worker: Worker, llm: LlmServer, redis: Redis
 ) -> None:
     # Another worker saw this model answer within 0.2 s, many times: its stalls are caught
-    # at the 10 s floor instead of the 60 s a reasoning model is allowed by default.
+    # at the 10 s floor instead of the 50 s a reasoning model is allowed by default.
     other_worker = LatencyBook(redis)
     for _ in range(LEARN_AFTER * 2):
         other_worker.observe(REASONING_MODEL, TaskType.REASONING, 0.2, 0.05)
@@ -117,19 +117,20 @@ async def test_learned_limits_move_with_the_observed_pace_within_bounds(redis: R
     # Fewer than LEARN_AFTER answers seen: the configured limits.
     for _ in range(LEARN_AFTER - 1):
         first.observe(model, TaskType.REASONING, 0.3, 0.1)
-    assert await first_chunk_limit(first, TaskType.REASONING) == 60
-    # Enough fast answers: 4 x p99 is under the 10 s floor, so the floor; seen by both workers.
+    assert await first_chunk_limit(first, TaskType.REASONING) == 50
+    # Enough fast answers: 1.5 x p99 + 5 s is under the 10 s floor, so the floor; seen by both
+    # workers.
     first.observe(model, TaskType.REASONING, 0.3, 0.1)
     assert await first_chunk_limit(first, TaskType.REASONING) == 10
     assert await first_chunk_limit(second, TaskType.REASONING) == 10
     silence = (await second.limits(policy, TaskType.REASONING, model, 0)).stall
     assert silence == 10
-    # The model slows down (p99 12 s): 48 s, still inside 4 x the configured 60 s; a later
-    # attempt's limit doubles, up to the attempt's own timeout (120 s).
+    # The model slows down (p99 12 s): 23 s; a later attempt's limit doubles, up to the
+    # attempt's own timeout (120 s).
     for _ in range(10):
         second.observe(model, TaskType.REASONING, 12.0, 2.0)
-    assert await first_chunk_limit(second, TaskType.REASONING) == 48
-    assert (await second.limits(policy, TaskType.REASONING, model, 1)).first_chunk == 96
+    assert await first_chunk_limit(second, TaskType.REASONING) == 23
+    assert (await second.limits(policy, TaskType.REASONING, model, 1)).first_chunk == 46
     # Each task type learns on its own: the same model's default calls know nothing yet.
     assert await first_chunk_limit(second, TaskType.DEFAULT) == 30
     key = latency_key(model, TaskType.REASONING, Measure.FIRST_CHUNK)

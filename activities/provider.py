@@ -101,10 +101,12 @@ async def stream_chat(
                             finish = choice.finish_reason
                     on_text(parts, chunks)
         except TimeoutError:
-            silent = limits.first_chunk if chunks == 0 else limits.stall
+            limit = limits.first_chunk if chunks == 0 else limits.stall
             where = "before the first chunk" if chunks == 0 else f"after chunk {chunks}"
+            # The silence as this client saw it: how late a busy loop cut, next to the limit.
+            silent = loop.time() - (started if chunks == 0 else last_chunk)
             raise StreamBrokenError(
-                f"hung: nothing for {silent:g} s {where}", ErrorKind.TIMEOUT
+                f"hung: nothing for {silent:.1f} s {where} (limit {limit:g} s)", ErrorKind.TIMEOUT
             ) from None
     if finish is None:
         raise StreamBrokenError(

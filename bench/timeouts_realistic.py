@@ -4,14 +4,19 @@ Every answer's time to its first chunk has a long tail per task type (bench/faul
 ``PACE``), some streams pause a few seconds mid-answer, and ``--stall-share`` of streams go
 silent for 60 s (half before their first chunk). The product runs with its default limits,
 learning on. From the LLM server's log alone: false cuts (an answer neither stalled nor let
-finish; goal 0), stalls caught (cut before the 60 s were over; goal 100 %), and how long after
-its limit each stall was cut. The limit of a stall is the one the workers had learned by the end
-of the run (read from Redis with the product's own rule), doubled per attempt for a first chunk.
+finish; goal 0), stalls caught (cut before the 60 s were over; goal 100 %) and the silence
+before each cut. How long after its limit each was cut needs the limit in force at that moment,
+which moves as the workers learn: it comes from the workers' log, where each cut is one line
+naming the silence the worker measured and its limit. The limits learned by the end are read
+from Redis with the product's own rule. The server's log times chat answers with their pace;
+an embedding's pace is added outside it.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -37,7 +42,12 @@ class RealisticFigures(BaseModel):
     stalls_before_first_chunk: int
     stalls_caught: int
     stalls_missed: int
+    # Each stall not cut: model, task type, attempt, the chunk it held back, seconds held.
+    missed: list[str]
     caught_share: float
+    # Silence before each cut, from the server's log, before the first chunk and mid-stream.
+    first_chunk_silence_seconds: dict[str, float] | None
+    mid_stream_silence_seconds: dict[str, float] | None
     # Seconds between a stall's limit and its cut (negative: cut before the limit).
     cut_after_limit_seconds: dict[str, float] | None
     learned_limits: dict[str, dict[str, float]]
@@ -65,6 +75,20 @@ async def learned_limits(
     return limits
 
 
+# The worker's line for a cut call: "... hung: nothing for 12.3 s before the first chunk (limit
+# 12 s) ..." (activities/provider.py, activities/attempts.py).
+CUT_LINE = re.compile(r"hung: nothing for ([\d.]+) s .*?\(limit ([\d.]+) s\)")
+
+
+def cuts_after_limit(logs: Path) -> list[float]:
+    """Seconds past its limit that each cut call of the workers' logs was cut."""
+    late = []
+    for log in sorted(logs.glob("worker-*.log")):
+        for match in CUT_LINE.finditer(log.read_text(errors="replace")):
+            late.append(float(match[1]) - float(match[2]))
+    return late
+
+
 def stall_chunk(record: dict[str, Any]) -> int | None:
     fault = str(record.get("fault") or "")
     if not fault.startswith("stream:stall@"):
@@ -82,8 +106,11 @@ async def realistic_figures(
     )
     attempts: Counter[str] = Counter()
     took: dict[str, list[float]] = {}
-    after_limit: list[float] = []
-    false_cuts = stalls = before_first = missed = 0
+    after_limit = cuts_after_limit(settings.state_dir / "logs")
+    false_cuts = stalls = before_first = 0
+    missed: list[str] = []
+    first_silences: list[float] = []
+    mid_silences: list[float] = []
     for record in calls:
         attempt = attempts[record["fingerprint"]]
         attempts[record["fingerprint"]] += 1
@@ -98,24 +125,28 @@ async def realistic_figures(
             continue
         stalls += 1
         if record["completed"] or seconds >= REALISTIC_STALL_SECONDS[0]:
-            missed += 1
+            missed.append(
+                f"{record['model']} ({task_type.value}) attempt {attempt + 1}: stall at chunk "
+                f"{chunk}, {seconds:.1f} s"
+            )
             continue
-        first, silence = limits[(record["model"], task_type)]
         if chunk == 0:
             before_first += 1
-            limit = policy.first_chunk_limit(task_type, attempt, first)
-            after_limit.append(seconds - limit)
+            first_silences.append(seconds)
         else:
-            after_limit.append((record["stall_waited"] or 0.0) - silence)
+            mid_silences.append(record["stall_waited"] or 0.0)
     return {
         "requests": len(calls),
         "answers_by_type": {kind: summary(values) for kind, values in sorted(took.items())},
         "false_cuts": false_cuts,
         "stalls": stalls,
         "stalls_before_first_chunk": before_first,
-        "stalls_caught": stalls - missed,
-        "stalls_missed": missed,
-        "caught_share": round((stalls - missed) / stalls, 4) if stalls else 1.0,
+        "stalls_caught": stalls - len(missed),
+        "stalls_missed": len(missed),
+        "missed": missed,
+        "caught_share": round((stalls - len(missed)) / stalls, 4) if stalls else 1.0,
+        "first_chunk_silence_seconds": summary(first_silences) if first_silences else None,
+        "mid_stream_silence_seconds": summary(mid_silences) if mid_silences else None,
         "cut_after_limit_seconds": summary(after_limit) if after_limit else None,
         "learned_limits": {
             f"{model} ({task_type.value})": {"first_chunk": first, "silence": silence}
@@ -136,10 +167,21 @@ def realistic_report(figures: RealisticFigures) -> str:
     late = figures.cut_after_limit_seconds
     if late is not None:
         lines.append(
-            f"  cut after the limit: median {late['median']:+.2f} s, p95 {late['p95']:+.2f} s, "
-            f"max {late['max']:+.2f} s"
+            f"  cut after its limit (worker's clock, {late['n']:g} cuts): median "
+            f"{late['median']:.2f} s, p95 {late['p95']:.2f} s, max {late['max']:.2f} s"
         )
+    for where, silence in (
+        ("before the first chunk", figures.first_chunk_silence_seconds),
+        ("mid-stream", figures.mid_stream_silence_seconds),
+    ):
+        if silence is not None:
+            lines.append(
+                f"  silence before the cut {where} (server's clock): median "
+                f"{silence['median']:.1f} s, max {silence['max']:.1f} s"
+            )
     for kind, took in figures.answers_by_type.items():
+        if kind == TaskType.EMBEDDING.value:
+            continue  # paced outside the server's log: its learned limit shows its pace
         lines.append(
             f"  {kind} answers let finish: {took['n']:g}, median {took['median']:.2f} s, "
             f"longest {took['max']:.2f} s"

@@ -98,7 +98,8 @@ class TimeoutPolicy(BaseModel):
     backoff_coefficient: float = Field(2.0, ge=1.0)
     backoff_max_seconds: float = Field(60.0, gt=0)
     # Hang limits by model name or task type over the built-in HANG_LIMITS; a model's own entry
-    # wins. The first-chunk limit doubles per attempt, never past the attempt's timeout.
+    # wins. They are the same on every attempt, never past the attempt's timeout: a live
+    # provider answers within them whatever the attempt, and what a slower model needs is learned.
     hang_limits: dict[str, HangLimits] = Field(default_factory=dict)
     # Each model's limits follow what its answers show (activities/latency.py): 1.5 x the p99
     # observed + 5 s, never under ``learned_floor_seconds`` (or the configured limit, if lower)
@@ -152,9 +153,12 @@ class TimeoutPolicy(BaseModel):
         return min(max(learned, floor), ceiling)
 
     def first_chunk_limit(self, task_type: TaskType, attempt: int, seconds: float) -> float:
-        """How long attempt ``attempt`` may wait for a first chunk whose limit is ``seconds``
-        on the first attempt: twice as long per attempt, never past the attempt's timeout."""
-        return min(float(seconds * 2**attempt), self.attempt_timeout(task_type, attempt))
+        """How long attempt ``attempt`` may wait for a first chunk whose limit is ``seconds``:
+        that long, never past the attempt's timeout.
+
+        It does not grow per attempt as the attempt's timeout does: a true stall on a retry
+        must be caught as soon as on the first attempt."""
+        return min(float(seconds), self.attempt_timeout(task_type, attempt))
 
     def retry_policy(self) -> RetryPolicy:
         """Temporal's side of the rule, for the short activities that make no provider call.

@@ -58,9 +58,9 @@ def test_calls_are_retried_until_their_own_attempts_are_used_up() -> None:
     assert sorted(retry.non_retryable_error_types or []) == ["AUTH_FAILED", "INVALID_REQUEST"]
 
 
-def test_the_first_chunk_limit_doubles_per_attempt_up_to_the_attempt_timeout() -> None:
-    limits = [POLICY.first_chunk_limit(TaskType.REASONING, a, 20) for a in range(4)]
-    assert limits == [20, 40, 80, 160]
+def test_the_first_chunk_limit_is_the_same_on_every_attempt_within_its_timeout() -> None:
+    limits = [POLICY.first_chunk_limit(TaskType.REASONING, a, 50) for a in range(4)]
+    assert limits == [50, 50, 50, 50]
     tight = TimeoutPolicy(base_timeout_seconds=1)
     assert tight.first_chunk_limit(TaskType.DEFAULT, 0, 2) == 1  # never past the attempt's timeout
 

@@ -113,6 +113,7 @@ class LatencyBook:
     async def refresh(self, model: str, task_type: TaskType) -> None:
         """Push what this worker saw, read back what every worker saw; Redis down: forget
         what was learned, so the configured limits apply."""
+        self._refreshed[(model, task_type)] = asyncio.get_running_loop().time()
         measures = list(Measure)
         series = [self._of(model, task_type, measure) for measure in measures]
         pushed = [list(s.pending) for s in series]
@@ -156,7 +157,6 @@ class LatencyBook:
             return running
         if now - self._refreshed.get(key, -math.inf) < REFRESH_SECONDS:
             return None
-        self._refreshed[key] = now
         self._refreshing[key] = asyncio.create_task(self.refresh(model, task_type))
         return self._refreshing[key]
 

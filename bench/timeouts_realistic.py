@@ -71,6 +71,7 @@ async def learned_limits(
         await book.refresh(model, task_type)
         call = await book.limits(policy, task_type, model, 0)
         limits[(model, task_type)] = (call.first_chunk, call.stall)
+    await book.close()
     await redis.aclose()
     return limits
 

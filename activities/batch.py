@@ -2,7 +2,7 @@
 
 One activity per provider call would cap a task at what the Temporal server schedules per
 second (about 70 activities/s here), far below what the provider answers. A batch carries
-the calls of many documents; every finished call is in its heartbeat details within a
+the calls of many documents; every finished call is in its heartbeat details within an
 eighth of the heartbeat timeout, so a retry or a new worker redoes none of them.
 
 Within a batch each document goes embed and summarize, then reason, then report. A document

@@ -122,7 +122,7 @@ class DocumentSteps:
         self._limiter = limiter
         self._api_key = api_key
         self._signal_seconds = signal_seconds
-        self.latency = LatencyBook(redis)
+        self._latency = LatencyBook(redis)
         # Shared by every activity of the worker: the event loop is.
         self._pressure = pressure or LoopPressure(max_lag_seconds=0.2)
 
@@ -180,56 +180,45 @@ class DocumentSteps:
             await self._limiter.acquire(request.model, request.task_id, tokens)
         kind = reporter.kind
         attempt = reporter.ledger.attempt_of(item)
-        limits = await self.latency.limits(request.policy, kind.task_type, request.model, attempt)
+        limits = await self._latency.limits(request.policy, kind.task_type, request.model, attempt)
         async with self._pressure.slot():
-            return await self._timed_attempt(request, reporter, item, where, call, limits)
-
-    async def _timed_attempt(
-        self,
-        request: StepRequest,
-        reporter: StepReporter,
-        item: int,
-        where: str,
-        call: Callable[[CallLimits], Awaitable[Answer]],
-        limits: CallLimits,
-    ) -> Answer:
-        kind = reporter.kind
-        attempt = reporter.ledger.attempt_of(item)
-        started = time.monotonic()
-        status = "success"
-        try:
-            answer = await call(limits)
-            self._observe(request.model, kind, answer, time.monotonic() - started)
-            return answer
-        except asyncio.CancelledError:
-            status = "cancelled"
-            raise
-        except Exception as error:
-            failed_as = kind_of(error)
-            status = "timeout" if failed_as is ErrorKind.TIMEOUT else "error"
-            # A stream cut after it started is billed for what it sent: that is paid for.
-            streamed = estimate_tokens(reporter.streamed_text()) if reporter.chunks else 0
-            reporter.attempt_failed(request.model, attempt + 1, failed_as.value.lower(), streamed)
-            raise ProviderFailure(item, where, error) from error
-        finally:
-            if status != "cancelled":
-                reporter.ledger.stats.add(status)
-                record_attempt(
-                    request.task_id,
-                    kind.value,
-                    attempt + 1,
-                    limits.total,
-                    status,
-                    time.monotonic() - started,
+            started = time.monotonic()
+            status = "success"
+            try:
+                answer = await call(limits)
+                self._observe(request.model, kind, answer, time.monotonic() - started)
+                return answer
+            except asyncio.CancelledError:
+                status = "cancelled"
+                raise
+            except Exception as error:
+                failed_as = kind_of(error)
+                status = "timeout" if failed_as is ErrorKind.TIMEOUT else "error"
+                # A stream cut after it started is billed for what it sent: that is paid for.
+                streamed = estimate_tokens(reporter.streamed_text()) if reporter.chunks else 0
+                reporter.attempt_failed(
+                    request.model, attempt + 1, failed_as.value.lower(), streamed
                 )
+                raise ProviderFailure(item, where, error) from error
+            finally:
+                if status != "cancelled":
+                    reporter.ledger.stats.add(status)
+                    record_attempt(
+                        request.task_id,
+                        kind.value,
+                        attempt + 1,
+                        limits.total,
+                        status,
+                        time.monotonic() - started,
+                    )
 
     def _observe(self, model: str, kind: StepKind, answer: object, seconds: float) -> None:
         """The pace of an answer that arrived, for the model's learned limits."""
         if isinstance(answer, ChatAnswer):
             gap = answer.longest_gap_seconds
-            self.latency.observe(model, kind.task_type, answer.first_chunk_seconds, gap)
+            self._latency.observe(model, kind.task_type, answer.first_chunk_seconds, gap)
         else:  # an embedding comes whole: its first chunk is the answer
-            self.latency.observe(model, kind.task_type, seconds, None)
+            self._latency.observe(model, kind.task_type, seconds, None)
 
     async def _run_calls(
         self,

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from llmock.chaos import ChaosSettings, StreamChaos
 from llmock.journal import fingerprint
@@ -149,6 +149,17 @@ async def buffered(receive: Receive) -> tuple[bytes, Receive]:
     return body, replay
 
 
+async def json_request(receive: Receive) -> tuple[dict[str, Any] | None, Receive]:
+    """The request body as a JSON object (None when it is not one), and a ``receive`` that
+    hands the app the same messages again."""
+    body, replay = await buffered(receive)
+    try:
+        request = json.loads(body)
+    except ValueError:
+        request = None
+    return (request if isinstance(request, dict) else None), replay
+
+
 class PacedStreams:
     """Names each streamed chat request for the stall sampler, and paces the slow ones.
 
@@ -166,12 +177,8 @@ class PacedStreams:
         if scope["type"] != "http" or not scope["path"].endswith(CHAT_PATH):
             await self._app(scope, receive, send)
             return
-        body, replay = await buffered(receive)
-        try:
-            request = json.loads(body)
-        except ValueError:
-            request = None
-        if not isinstance(request, dict) or request.get("stream") is not True:
+        request, replay = await json_request(receive)
+        if request is None or request.get("stream") is not True:
             await self._app(scope, replay, send)
             return
         # The same hash llmock's request log shows for this request.
@@ -215,13 +222,8 @@ class RealisticPace:
         if not path.endswith((CHAT_PATH, EMBEDDINGS_PATH)):
             await self._app(scope, receive, send)
             return
-        body, replay = await buffered(receive)
-        try:
-            request = json.loads(body)
-        except ValueError:
-            request = {}
-        if not isinstance(request, dict):
-            request = {}
+        asked, replay = await json_request(receive)
+        request = asked or {}
         call = fingerprint(scope["method"], path, request)
         if path.endswith(EMBEDDINGS_PATH):
             task_type = "embedding"

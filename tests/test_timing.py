@@ -3,6 +3,7 @@ their limit and retried, and limits learned from a model's pace move as the READ
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
@@ -17,6 +18,7 @@ from longtask.states import TaskState
 from tests.conftest import EXAMPLES
 from tests.servers import LlmServer
 from tests.tasks import start
+from tests.workers import WorkerProcess
 
 DOCUMENT = EXAMPLES / "incident-postmortem.txt"  # 3 pages: 1 embedding, 5 chat calls
 REASONING_MODEL = "gemini-2.5-flash"
@@ -147,3 +149,33 @@ async def test_without_redis_the_configured_limits_apply_and_calls_go_on() -> No
     limits = await book.limits(TimeoutPolicy(), TaskType.DEFAULT, "fast", 0)
     assert (limits.first_chunk, limits.stall, limits.total) == (30, 20, 30)
     await unreachable.aclose()
+
+
+async def test_an_expected_failure_is_one_line_in_the_worker_log_without_a_traceback(
+    client: Client,
+    settings: Settings,
+    llm: LlmServer,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    llm.add(
+        {"type": "fail", "status": 503, "match": {"model": "gpt-4.1"}},
+        {"type": "stream_fault", "kind": "disconnect", "after_chunks": 2,
+         "match": {"model": REASONING_MODEL}},
+    )  # fmt: skip
+    log = tmp_path / "worker.log"
+    worker = WorkerProcess(settings, log)
+    workers.append(worker)
+    _, handle = await start(client, settings, [DOCUMENT])
+    result: TaskResult = await handle.result()
+    assert result.state is TaskState.COMPLETED
+    worker.stop()
+    lines = log.read_text().splitlines()
+    failures = [line for line in lines if "activities.calls" in line]
+    assert len(failures) == 2, failures
+    (server_error,) = [line for line in failures if "SERVER_ERROR" in line]
+    assert "report step of incident-postmortem.txt" in server_error
+    assert "(call attempt 1 of 4; retry in 1 s)" in server_error
+    (cut,) = [line for line in failures if "CONNECTION" in line]
+    assert "reason step of incident-postmortem.txt" in cut
+    assert not [line for line in lines if "Traceback" in line], lines

@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker
 
+from activities.backpressure import LoopPressure
 from activities.batch import DocumentBatches
 from activities.checkpoint_sink import CheckpointSink, serving
 from activities.documents import DocumentLoader
@@ -49,9 +50,13 @@ def build_worker(
 ) -> Worker:
     """A worker for every workflow and activity, tuned so a lost worker is noticed quickly.
 
-    Heartbeats reach the server at least every quarter of the heartbeat timeout (the SDK's
-    default of 0.8 x would leave a dead worker unnoticed for longer), and a workflow whose
-    sticky worker died moves to another one after a couple of seconds instead of ten.
+    Heartbeats reach the server every eighth of the heartbeat timeout (the SDK's default of
+    0.8 x would leave a dead worker unnoticed for longer, and a loaded machine that holds the
+    worker back for a second must not make it look dead), and a workflow whose
+    sticky worker died moves to another one after a couple of seconds instead of ten. A worker
+    runs at most ``worker_activity_slots`` activities: more would crowd its event loop until
+    heartbeats come late and a busy worker looks dead; the rest wait on the queue for it or
+    for another worker.
     """
     heartbeat = timedelta(seconds=settings.heartbeat_timeout_seconds)
     steps = DocumentSteps(
@@ -62,6 +67,9 @@ def build_worker(
         redis,
         SharedRateLimiter(redis, settings.rate_limits) if settings.rate_limits else None,
         settings.mirror_messages,
+        # New calls wait while the event loop runs later than a tenth of the heartbeat
+        # timeout: heartbeats go out every eighth of it, so they still arrive in time.
+        LoopPressure(max_lag_seconds=settings.heartbeat_timeout_seconds / 10),
     )
     reports = ReportStore(settings.report_folder())
     batches = DocumentBatches(steps, reports)
@@ -84,8 +92,9 @@ def build_worker(
             mirror.write_checkpoint,
             mirror.load_resume_state,
         ],
-        max_heartbeat_throttle_interval=heartbeat / 4,
-        default_heartbeat_throttle_interval=heartbeat / 4,
+        max_concurrent_activities=settings.worker_activity_slots,
+        max_heartbeat_throttle_interval=heartbeat / 8,
+        default_heartbeat_throttle_interval=heartbeat / 8,
         sticky_queue_schedule_to_start_timeout=max(heartbeat, timedelta(seconds=1)),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         max_cached_workflows=settings.max_cached_workflows,

@@ -6,16 +6,21 @@ count grows only with its own provider failures, never with a lost worker.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from pydantic import BaseModel, Field
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.errors import kind_of, provider_message, retry_after_seconds
 from longtask.models import CallStats
 from longtask.policies import NON_RETRYABLE_KINDS, ErrorKind, TimeoutPolicy
 
 WORKER_SHUTDOWN = "WORKER_SHUTDOWN"
+
+# Expected failures (a timeout, a 429, a 5xx, a cut stream) are one line each here; the SDK
+# logs them at debug level only (BENIGN), so a traceback in the log always means a bug.
+log = logging.getLogger("activities.calls")
 
 
 class ProviderFailure(Exception):
@@ -61,6 +66,8 @@ def step_failure(
     """
     waits: list[float] = []
     fatal: tuple[ProviderFailure, str] | None = None
+    # Per failure, which of its allowances it used: said in the log line and the message.
+    counted: list[tuple[ProviderFailure, str]] = []
     for failure in failures:
         item = failure.item
         waited = ledger.rate_limit_waits.get(item, 0)
@@ -70,15 +77,20 @@ def step_failure(
             asked = retry_after_seconds(failure.error)
             wait = policy.wait_before_retry(0) if asked is None else asked
             waits.append(min(wait, policy.rate_limit_max_wait_seconds))
+            counted.append(
+                (failure, f"rate-limit wait {waited + 1} of {policy.rate_limit_max_waits}")
+            )
             continue
         stop_now = failure.kind in NON_RETRYABLE_KINDS or (
             failure.kind is ErrorKind.RATE_LIMITED and policy.stop_on_rate_limit
         )
         if stop_now:
             fatal = fatal or (failure, "")
+            counted.append((failure, "not retryable"))
             continue
         ledger.failures[item] = ledger.failures.get(item, 0) + 1
         failed = ledger.failures[item]
+        counted.append((failure, f"call attempt {failed} of {policy.max_attempts}"))
         if failed >= policy.max_attempts:
             fatal = fatal or (failure, f" (gave up after {failed} attempts)")
         else:
@@ -88,17 +100,34 @@ def step_failure(
             waits.append(max(backoff, min(asked, policy.rate_limit_max_wait_seconds)))
     details = ledger.stats.model_dump()
     if fatal is not None:
+        for failure, used in counted:
+            then = "given up" if failure is fatal[0] else "stopped with it"
+            _log_line(failure, used, then, secret)
         failure, note = fatal
         return ApplicationError(
-            _message(failure, secret, note), details, type=failure.kind.value, non_retryable=True
+            _message(failure, secret, note),
+            details,
+            type=failure.kind.value,
+            non_retryable=True,
+            category=ApplicationErrorCategory.BENIGN,
         )
-    first = failures[0]
+    wait = max(waits)
+    for failure, used in counted:
+        _log_line(failure, used, f"retry in {wait:g} s", secret)
+    first, used = counted[0]
     return ApplicationError(
-        _message(first, secret),
+        _message(first, secret, f" ({used}; retry in {wait:g} s)"),
         details,
         type=first.kind.value,
-        next_retry_delay=timedelta(seconds=max(waits)),
+        next_retry_delay=timedelta(seconds=wait),
+        category=ApplicationErrorCategory.BENIGN,
     )
+
+
+def _log_line(failure: ProviderFailure, used: str, then: str, secret: str) -> None:
+    """One line per failed call: where (step, document), what, which attempt, what next."""
+    said = provider_message(failure.error, secret).splitlines()[0][:160]
+    log.warning("%s: %s: %s (%s; %s)", failure.where, failure.kind.value, said, used, then)
 
 
 def handover(
@@ -112,4 +141,5 @@ def handover(
         stats.model_dump(),
         type=WORKER_SHUTDOWN,
         next_retry_delay=timedelta(seconds=policy.worker_loss_retry_seconds),
+        category=ApplicationErrorCategory.BENIGN,
     )

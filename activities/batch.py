@@ -2,8 +2,8 @@
 
 One activity per provider call would cap a task at what the Temporal server schedules per
 second (about 70 activities/s here), far below what the provider answers. A batch carries
-the calls of many documents; every finished call is in its heartbeat details within a
-quarter of the heartbeat timeout, so a retry or a new worker redoes none of them.
+the calls of many documents; every finished call is in its heartbeat details within an
+eighth of the heartbeat timeout, so a retry or a new worker redoes none of them.
 
 Within a batch each document goes embed and summarize, then reason, then report. A document
 whose step fails for good ends failed and the others go on; a failure that must wait
@@ -15,12 +15,13 @@ when the task began (activities/documents.py) ends failed at once, saying what i
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.documents import BAD_INPUT, is_unusable, unusable_reason
 from activities.metrics import record_document
@@ -38,8 +39,10 @@ from longtask.models import (
     StepResult,
     step_key,
 )
-from longtask.policies import STOP_TASK_KINDS, StepKind
+from longtask.policies import STOP_TASK_KINDS, StepKind, TimeoutPolicy
 from longtask.states import TaskState
+
+log = logging.getLogger(__name__)
 
 
 def _settled(results: Sequence[StepResult | BaseException]) -> list[StepResult]:
@@ -50,23 +53,34 @@ def _settled(results: Sequence[StepResult | BaseException]) -> list[StepResult]:
     return [result for result in results if isinstance(result, StepResult)]
 
 
-def batch_failure(errors: list[BaseException], cut: BatchResult) -> BaseException:
+def batch_failure(
+    errors: list[BaseException], cut: BatchResult, policy: TimeoutPolicy, attempt: int
+) -> BaseException:
     """How a batch with documents still to do fails: for good on a refused key; otherwise
     retried after the longest wait any of its documents needs.
 
     The failure's details are the attempts made (``CallStats``) and what every step of the
     batch paid (``paid_for(cut)``): should this failure be its last, the task books those
-    tokens in its ledger and cost.
+    tokens in its ledger and cost. ``attempt`` is Temporal's (1-based): a bug, which no call's
+    attempts count, is retried after the policy's backoff for it (5, 10, 20 ... 60 s), not at
+    a lost worker's pace.
     """
-    others = [error for error in errors if not isinstance(error, ApplicationError)]
-    if others:
-        return others[0]
     failures = [error for error in errors if isinstance(error, ApplicationError)]
     stats = CallStats()
     for failure in failures:
         if failure.details:
             stats.merge(CallStats.model_validate(failure.details[0]))
     details = (stats.model_dump(), paid_for(cut).model_dump(mode="json"))
+    others = [error for error in errors if not isinstance(error, ApplicationError)]
+    if others:
+        bug = others[0]
+        log.error("batch failed on an unexpected error", exc_info=bug)
+        return ApplicationError(
+            f"unexpected {type(bug).__name__}: {bug}",
+            *details,
+            type=type(bug).__name__,
+            next_retry_delay=timedelta(seconds=policy.wait_before_retry(attempt - 1)),
+        )
     fatal = [failure for failure in failures if failure.non_retryable]
     if fatal:
         return ApplicationError(fatal[0].message, *details, type=fatal[0].type, non_retryable=True)
@@ -76,6 +90,7 @@ def batch_failure(errors: list[BaseException], cut: BatchResult) -> BaseExceptio
         *details,
         type=longest.type,
         next_retry_delay=longest.next_retry_delay,
+        category=ApplicationErrorCategory.BENIGN,
     )
 
 
@@ -120,7 +135,9 @@ class DocumentBatches:
                 return self._cut(request, pulse)
         errors = [error for error in ended if isinstance(error, BaseException)]
         if errors:
-            raise batch_failure(errors, self._cut(request, pulse))
+            raise batch_failure(
+                errors, self._cut(request, pulse), request.policy, activity.info().attempt
+            )
         return BatchResult(
             batch=request.batch,
             outcomes=[pulse.outcomes[document.index] for document in request.documents],

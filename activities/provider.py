@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import openai
 from openai.types.chat import ChatCompletionMessageParam
@@ -20,6 +21,9 @@ class ChatAnswer(BaseModel):
     text: str
     prompt_tokens: int
     completion_tokens: int
+    # What the provider's pace was, for limits that learn it (activities/latency.py).
+    first_chunk_seconds: float = 0.0
+    longest_gap_seconds: float = 0.0
 
 
 class CallLimits(BaseModel):
@@ -68,6 +72,8 @@ async def stream_chat(
     finish: str | None = None
     prompt_tokens = completion_tokens = 0
     loop = asyncio.get_running_loop()
+    started = last_chunk = loop.time()
+    first_chunk = longest_gap = 0.0
     async with _attempt_deadline(limits.total):
         try:
             async with asyncio.timeout(limits.first_chunk) as watchdog:
@@ -79,7 +85,13 @@ async def stream_chat(
                     timeout=limits.total,
                 )
                 async for chunk in stream:
-                    watchdog.reschedule(loop.time() + limits.stall)
+                    now = loop.time()
+                    watchdog.reschedule(now + limits.stall)
+                    if chunks == 0:
+                        first_chunk = now - started
+                    else:
+                        longest_gap = max(longest_gap, now - last_chunk)
+                    last_chunk = now
                     chunks += 1
                     if chunk.usage is not None:
                         prompt_tokens = chunk.usage.prompt_tokens
@@ -91,17 +103,23 @@ async def stream_chat(
                             finish = choice.finish_reason
                     on_text(parts, chunks)
         except TimeoutError:
-            silent = limits.first_chunk if chunks == 0 else limits.stall
+            limit = limits.first_chunk if chunks == 0 else limits.stall
             where = "before the first chunk" if chunks == 0 else f"after chunk {chunks}"
+            # The silence as this client saw it: how late a busy loop cut, next to the limit.
+            silent = loop.time() - (started if chunks == 0 else last_chunk)
             raise StreamBrokenError(
-                f"hung: nothing for {silent:g} s {where}", ErrorKind.TIMEOUT
+                f"hung: nothing for {silent:.1f} s {where} (limit {limit:g} s)", ErrorKind.TIMEOUT
             ) from None
     if finish is None:
         raise StreamBrokenError(
             f"stream ended after {chunks} chunks without a finish reason", ErrorKind.CONNECTION
         )
     return ChatAnswer(
-        text="".join(parts), prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        text="".join(parts),
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        first_chunk_seconds=first_chunk,
+        longest_gap_seconds=longest_gap,
     )
 
 
@@ -121,19 +139,36 @@ async def embed(
 ) -> tuple[list[list[float]], int]:
     """Vectors for ``texts`` in order, and the prompt tokens the provider counted.
 
-    An embedding answer comes whole, so the first-chunk limit bounds the whole call.
+    An embedding answer comes whole, so the first-chunk limit bounds the whole call. Its JSON
+    is read as plain data: the client's typed models build every float one by one, which for
+    a batch of vectors holds the event loop (and every heartbeat of the worker) for long.
     """
     seconds = min(limits.first_chunk, limits.total)
     try:
         async with asyncio.timeout(seconds):
-            response = await client.embeddings.create(model=model, input=texts, timeout=seconds)
+            raw = await client.embeddings.with_raw_response.create(
+                model=model, input=texts, encoding_format="float", timeout=seconds
+            )
     except TimeoutError:
         raise StreamBrokenError(
             f"hung: no answer within {seconds:g} s", ErrorKind.TIMEOUT
         ) from None
-    vectors = [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
+    vectors, tokens = _embedding_answer(raw.http_response.json())
     if len(vectors) != len(texts):
         raise StreamBrokenError(
             f"asked for {len(texts)} embeddings, got {len(vectors)}", ErrorKind.SERVER_ERROR
         )
-    return vectors, response.usage.prompt_tokens if response.usage else 0
+    return vectors, tokens
+
+
+def _embedding_answer(body: Any) -> tuple[list[list[float]], int]:
+    """The vectors of an embeddings answer in input order, and its prompt tokens."""
+    try:
+        items = sorted(body["data"], key=lambda item: item["index"])
+        vectors = [[float(x) for x in item["embedding"]] for item in items]
+        usage = body.get("usage") or {}
+        return vectors, int(usage.get("prompt_tokens") or 0)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise StreamBrokenError(
+            f"an embeddings answer of an unexpected shape ({error!r})", ErrorKind.SERVER_ERROR
+        ) from None

@@ -190,7 +190,9 @@ class ActivityPulse:
         self._task_id = task_id
         self._signal_seconds = signal_seconds
         timeout = info.heartbeat_timeout.total_seconds() if info.heartbeat_timeout else 10.0
-        self._heartbeat_seconds = timeout / 4
+        # Eight chances per timeout: a worker held back a second by a loaded machine still
+        # proves it is alive in time (the worker throttles to the same cadence).
+        self._heartbeat_seconds = timeout / 8
         self._attempt = info.attempt
         self._workflow_id = info.workflow_id
         restored = restored_heartbeat()

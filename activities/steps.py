@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import prompts
 from activities.attempts import ProviderFailure, handover, step_failure
+from activities.backpressure import LoopPressure
 from activities.continuation import (
     continuation_messages,
     estimate_tokens,
@@ -26,6 +27,7 @@ from activities.continuation import (
 )
 from activities.documents import pages_of
 from activities.errors import StreamBrokenError, advice_for, kind_of
+from activities.latency import LatencyBook
 from activities.metrics import record_attempt, record_saved_tokens, record_step
 from activities.partials import PartialMirror
 from activities.provider import CallLimits, ChatAnswer, chat, embed, stream_chat
@@ -125,6 +127,7 @@ class DocumentSteps:
         redis: Redis | None = None,
         limiter: SharedRateLimiter | None = None,
         mirror_messages: bool = True,
+        pressure: LoopPressure | None = None,
     ) -> None:
         self._llm = llm
         self._mirror_messages = mirror_messages
@@ -133,6 +136,9 @@ class DocumentSteps:
         self._limiter = limiter
         self._api_key = api_key
         self._signal_seconds = signal_seconds
+        self._latency = LatencyBook(redis)
+        # Shared by every activity of the worker: the event loop is.
+        self._pressure = pressure or LoopPressure(max_lag_seconds=0.2)
 
     def pulse(self, task_id: str, call_concurrency: int) -> ActivityPulse:
         return ActivityPulse(self._temporal, task_id, self._signal_seconds, call_concurrency)
@@ -180,44 +186,53 @@ class DocumentSteps:
         """One provider attempt of one call, under that call's own attempt's limits.
 
         ``asked`` (the messages or inputs) sizes the call for the shared tokens-per-minute
-        quota; waiting for the quota is not part of the attempt's time.
+        quota; waiting for the quota, or for a busy worker's event loop to catch up, is not
+        part of the attempt's time.
         """
         if self._limiter is not None:
             tokens = estimate_request_tokens(asked)
             await self._limiter.acquire(request.model, request.task_id, tokens)
-        policy = request.policy
         kind = reporter.kind
         attempt = reporter.ledger.attempt_of(item)
-        limits = CallLimits(
-            total=policy.attempt_timeout(kind.task_type, attempt),
-            first_chunk=policy.first_chunk_limit(kind.task_type, attempt),
-            stall=policy.stall_seconds,
-        )
-        started = time.monotonic()
-        status = "success"
-        try:
-            return await call(limits)
-        except asyncio.CancelledError:
-            status = "cancelled"
-            raise
-        except Exception as error:
-            failed_as = kind_of(error)
-            status = "timeout" if failed_as is ErrorKind.TIMEOUT else "error"
-            # A stream cut after it started is billed for what it sent: that is paid for.
-            streamed = estimate_tokens(reporter.streamed_text()) if reporter.chunks else 0
-            reporter.attempt_failed(request.model, attempt + 1, failed_as.value.lower(), streamed)
-            raise ProviderFailure(item, where, error, self._api_key) from error
-        finally:
-            if status != "cancelled":
-                reporter.ledger.stats.add(status)
-                record_attempt(
-                    request.task_id,
-                    kind.value,
-                    attempt + 1,
-                    limits.total,
-                    status,
-                    time.monotonic() - started,
+        limits = await self._latency.limits(request.policy, kind.task_type, request.model, attempt)
+        async with self._pressure.slot():
+            started = time.monotonic()
+            status = "success"
+            try:
+                answer = await call(limits)
+                self._observe(request.model, kind, answer, time.monotonic() - started)
+                return answer
+            except asyncio.CancelledError:
+                status = "cancelled"
+                raise
+            except Exception as error:
+                failed_as = kind_of(error)
+                status = "timeout" if failed_as is ErrorKind.TIMEOUT else "error"
+                # A stream cut after it started is billed for what it sent: that is paid for.
+                streamed = estimate_tokens(reporter.streamed_text()) if reporter.chunks else 0
+                reporter.attempt_failed(
+                    request.model, attempt + 1, failed_as.value.lower(), streamed
                 )
+                raise ProviderFailure(item, where, error, self._api_key) from error
+            finally:
+                if status != "cancelled":
+                    reporter.ledger.stats.add(status)
+                    record_attempt(
+                        request.task_id,
+                        kind.value,
+                        attempt + 1,
+                        limits.total,
+                        status,
+                        time.monotonic() - started,
+                    )
+
+    def _observe(self, model: str, kind: StepKind, answer: object, seconds: float) -> None:
+        """The pace of an answer that arrived, for the model's learned limits."""
+        if isinstance(answer, ChatAnswer):
+            gap = answer.longest_gap_seconds
+            self._latency.observe(model, kind.task_type, answer.first_chunk_seconds, gap)
+        else:  # an embedding comes whole: its first chunk is the answer
+            self._latency.observe(model, kind.task_type, seconds, None)
 
     async def _run_calls(
         self,

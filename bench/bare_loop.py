@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from activities import prompts
 from activities.documents import read_pages
+from activities.latency import LatencyBook
 from activities.provider import CallLimits, chat, embed, make_client
 from activities.steps import KEY_PASSAGE_QUERY, KEY_PASSAGES, _cosine
 from longtask.corpus import at_least_one, write_corpus
@@ -85,21 +86,19 @@ class _Loop:
         self._gate = asyncio.Semaphore(concurrency)
         # A first attempt's limits, as the product's steps set them: the same timer work per call.
         self._policy = policy
+        self._latency = LatencyBook(None)
         self.calls = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
 
-    def _limits(self, kind: StepKind) -> CallLimits:
-        return CallLimits(
-            total=self._policy.attempt_timeout(kind.task_type, 0),
-            first_chunk=self._policy.first_chunk_limit(kind.task_type, 0),
-            stall=self._policy.stall_seconds,
-        )
+    async def _limits(self, kind: StepKind) -> CallLimits:
+        model = self._models.for_step(kind)
+        return await self._latency.limits(self._policy, kind.task_type, model, 0)
 
     async def _chat(self, kind: StepKind, messages: prompts.Messages) -> str:
         async with self._gate:
             answer = await chat(
-                self._client, self._models.for_step(kind), messages, self._limits(kind)
+                self._client, self._models.for_step(kind), messages, await self._limits(kind)
             )
         self._count(answer.prompt_tokens, answer.completion_tokens)
         return answer.text
@@ -119,7 +118,7 @@ class _Loop:
                 self._client,
                 self._models.embedding,
                 [KEY_PASSAGE_QUERY, *chunks],
-                self._limits(StepKind.EMBED),
+                await self._limits(StepKind.EMBED),
             )
         self._count(tokens, 0)
         return [_cosine(vectors[0], vector) for vector in vectors[1:]]

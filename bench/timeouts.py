@@ -1,12 +1,17 @@
-"""Timeout accuracy: hung provider calls cut at the stall limit, slow ones left alone.
+"""Timeout accuracy: hung provider calls cut at their limit, slow ones left alone.
 
   python -m bench.timeouts                   # 40 one-page documents
   python -m bench.timeouts --documents 200   # full size
   python -m bench.timeouts --stall-share 0.2 --slow-share 0.2 --pace-seconds 1.5
+  python -m bench.timeouts --profile realistic --documents 100 --stall-share 0.1
+
+The realistic profile (bench/timeouts_realistic.py) gives every answer the pace of a real model
+and runs the product with its default, learning limits. The paced profile, below, pins one 2 s
+limit for every call (LTM_STALL_TIMEOUT_SECONDS=2, learning off: the default before per-task-type
+limits) to show the watchdog telling a slow stream from a hung one at a tight limit.
 
 One job on an embedded stack (`make up`'s LLM latency and chunk pacing: 200 ms, 20 ms), one
-worker, the default stall limit (LTM_STALL_TIMEOUT_SECONDS = the 2 s heartbeat timeout). Two
-kinds of streamed chat answer are mixed into it:
+worker, the 2 s limit. Two kinds of streamed chat answer are mixed into it:
 
 - hung: ``--stall-share`` of streams go silent for 30-60 s, before their first chunk (a third
   of them) or after 1-6 chunks. The client must cut each one about the stall limit after it
@@ -54,6 +59,7 @@ from bench.harness import (
     summary,
 )
 from bench.server_bill import forget_requests, server_requests
+from bench.timeouts_realistic import RealisticFigures, realistic_figures, realistic_report
 from longtask.connections import connect_temporal
 from longtask.corpus import at_least_one, write_corpus
 from longtask.policies import TaskType, TimeoutPolicy
@@ -62,6 +68,8 @@ from longtask.states import TaskState
 
 # A cut this much past the limit still counts as caught: a busy worker's loop is late that much.
 TOLERANCE_SECONDS = 1.0
+# The paced profile's one limit for every call, as it was before limits per task type.
+PINNED_LIMIT: dict[str, Any] = {"stall_timeout_seconds": 2.0, "learn_hang_limits": False}
 
 
 class TimeoutFigures(BaseModel):
@@ -119,6 +127,7 @@ def log_figures(
     ratios: list[float] = []
     stalls = late = missed = slow = false_timeouts = other_cuts = 0
     slow_seconds: list[float] = []
+    hang = policy.configured_hang_limits(TaskType.DEFAULT, "")
     for record in streamed:
         attempt = attempts[record["fingerprint"]]
         attempts[record["fingerprint"]] += 1
@@ -131,12 +140,14 @@ def log_figures(
             if chunk == 0:
                 # Silent since the request: the client's first-chunk watchdog started with it.
                 silence = record["ended_at"] - record["started_at"]
-                limit = policy.first_chunk_limit(TaskType.DEFAULT, attempt)
+                limit = policy.first_chunk_limit(
+                    TaskType.DEFAULT, attempt, hang.first_chunk_seconds
+                )
                 first_chunk.append(silence)
             else:
                 # Silent since the chunk before: its pause, then the stall the client cut.
                 silence = (record["stall_waited"] or 0.0) + plan.chunk_delay_ms / 1000
-                limit = policy.stall_seconds
+                limit = hang.silence_seconds
                 mid_stream.append(silence)
             ratios.append(silence / limit)
             if silence > limit + TOLERANCE_SECONDS:
@@ -170,7 +181,7 @@ def log_figures(
 
 async def measure(
     settings: Settings, corpus: Path, documents: int, plan: FaultPlan
-) -> TimeoutFigures:
+) -> TimeoutFigures | RealisticFigures:
     write_corpus(corpus, documents)
     with Workers(settings) as workers:
         workers.start()
@@ -181,12 +192,21 @@ async def measure(
         result = await finish(handle)
         seconds = time.monotonic() - started
     policy = settings.timeout_policy()
+    if plan.profile == "realistic":
+        return RealisticFigures(
+            documents=documents,
+            completed_documents=sum(d.state is TaskState.COMPLETED for d in result.documents),
+            state=result.state.value,
+            seconds=round(seconds, 1),
+            product_timeouts=sum(stats.timeouts for stats in result.calls.values()),
+            **await realistic_figures(settings, server_requests(settings), policy),
+        )
     return TimeoutFigures(
         documents=documents,
         completed_documents=sum(d.state is TaskState.COMPLETED for d in result.documents),
         state=result.state.value,
         seconds=round(seconds, 1),
-        stall_limit_seconds=policy.stall_seconds,
+        stall_limit_seconds=policy.configured_hang_limits(TaskType.DEFAULT, "").silence_seconds,
         pace_seconds=plan.pace_seconds,
         product_timeouts=sum(stats.timeouts for stats in result.calls.values()),
         **log_figures(server_requests(settings), plan, policy),
@@ -257,14 +277,25 @@ def parser() -> argparse.ArgumentParser:
         help="stalled attempts of one call at most (the product makes 4)",
     )
     root.add_argument("--seed", type=int, default=1, help="seed of the stalls")
+    root.add_argument(
+        "--profile",
+        choices=["paced", "realistic"],
+        default="paced",
+        help="paced: slow streams against a 2 s limit; realistic: real models' pace",
+    )
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-timeouts-") as folder:
-        settings = stack_settings(Path(folder) / "stack", latency_ms=200, chunk_delay_ms=20)
-        if args.pace_seconds >= settings.timeout_policy().stall_seconds:
+        realistic = args.profile == "realistic"
+        pinned: dict[str, Any] = {} if realistic else PINNED_LIMIT
+        settings = stack_settings(
+            Path(folder) / "stack", latency_ms=200, chunk_delay_ms=20, **pinned
+        )
+        hang = settings.timeout_policy().configured_hang_limits(TaskType.DEFAULT, "")
+        if not realistic and args.pace_seconds >= hang.silence_seconds:
             print("timeouts: --pace-seconds must stay under the stall limit", file=sys.stderr)
             return 2
         plan = FaultPlan(
@@ -275,11 +306,14 @@ def main(argv: list[str] | None = None) -> int:
             latency_ms=settings.llm_server_latency_ms,
             chunk_delay_ms=settings.llm_server_chunk_delay_ms,
             seed=args.seed,
+            profile=args.profile,
+            reasoning_model=settings.model_reasoning,
         )
         # The stack finds its LLM port answering and leaves it to this server.
         with faulty_llm_server(settings, plan), embedded_stack(settings):
             figures = asyncio.run(measure(settings, Path(folder) / "corpus", args.documents, plan))
-    publish(figures, report(figures), args.json)
+    human = report(figures) if isinstance(figures, TimeoutFigures) else realistic_report(figures)
+    publish(figures, human, args.json)
     if figures.completed_documents < figures.documents:
         print(f"timeouts: the job ended {figures.state}", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as UnparsedSettingError
 
 from longtask.cost import DEFAULT_PRICES_PER_MILLION, Price
-from longtask.policies import ModelQuota, TimeoutPolicy
+from longtask.policies import HangLimits, ModelQuota, TaskType, TimeoutPolicy
 
 ENV_PREFIX = "LTM_"
 
@@ -100,8 +100,16 @@ class Settings(BaseSettings):
     # Detects a dead worker or a stuck event loop; recovery after SIGKILL takes about this long
     # plus the retry wait. Shorter means faster recovery and more heartbeat traffic.
     heartbeat_timeout_seconds: float = Field(2.0, gt=0.1, le=120)
-    # A provider call silent this long is hung and cut (default: the heartbeat timeout).
+    # A provider call silent this long, before its first chunk or between two, is hung and cut:
+    # one limit for every task type (unset: the per-task-type limits below and built in).
     stall_timeout_seconds: float | None = Field(None, gt=0, le=600)
+    # Hang limits by task type (embedding, default, reasoning) or model name (JSON object), e.g.
+    # {"reasoning": {"first_chunk_seconds": 90, "silence_seconds": 30}}; a model's entry wins.
+    hang_limits: dict[str, HangLimits] = Field(default_factory=dict)
+    # Let each model's observed pace tighten or widen its hang limits, within bounds (README).
+    learn_hang_limits: bool = True
+    # Activities one worker runs at once: it takes no more work than it can heartbeat for.
+    worker_activity_slots: int = Field(8, ge=1, le=1000)
     # 429: wait what the provider asks, up to this long; or stop the step at once.
     rate_limit_max_wait_seconds: float = Field(60.0, gt=0, le=3600)
     stop_on_rate_limit: bool = False
@@ -248,8 +256,17 @@ class Settings(BaseSettings):
         return (self.report_dir or self.state_dir / "reports").resolve()
 
     def timeout_policy(self) -> TimeoutPolicy:
+        hang_limits = dict(self.hang_limits)
+        if self.stall_timeout_seconds is not None:
+            blanket = HangLimits(
+                first_chunk_seconds=self.stall_timeout_seconds,
+                silence_seconds=self.stall_timeout_seconds,
+            )
+            for task_type in TaskType:
+                hang_limits.setdefault(task_type.value, blanket)
         return TimeoutPolicy(
-            stall_seconds=self.stall_timeout_seconds or self.heartbeat_timeout_seconds,
+            hang_limits=hang_limits,
+            learn_hang_limits=self.learn_hang_limits,
             rate_limit_max_wait_seconds=self.rate_limit_max_wait_seconds,
             stop_on_rate_limit=self.stop_on_rate_limit,
         )

@@ -23,6 +23,7 @@ tests/test_replay.py replays every file here. The committed ones came from:
         /tmp/empty.md /tmp/missing.txt
     python -m tests.record_history no-usable-document /tmp/empty.md
     python -m tests.record_history cancelled-mid-batch examples/ --cancel-mid-batch
+    python -m tests.record_history calls-retry examples/ --fail-once 500:gpt-4.1
 
 (examples-completed.json predates batches: one activity per step.)
 """

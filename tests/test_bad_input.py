@@ -177,11 +177,9 @@ async def test_a_document_past_the_payload_limit_is_processed(
     assert big.stat().st_size > 2 * 1024 * 1024
     pages = read_pages(big)
     assert 1_000 < len(pages) <= MAX_DOCUMENT_PAGES
-    # The machine is shared: a loaded LLM server must not pass for a hung one, nor a busy
-    # event loop (every heartbeat carries the ~1,400 results so far) for a dead worker.
-    _task, handle = await start(
-        client, settings, [big], policy={"stall_seconds": 10}, heartbeat_timeout_seconds=10
-    )
+    # The machine is shared: a busy event loop (every heartbeat carries the ~1,400 results
+    # so far) must not pass for a dead worker.
+    _task, handle = await start(client, settings, [big], heartbeat_timeout_seconds=10)
     result = await handle.result()
     assert result.state is TaskState.COMPLETED
     assert result.documents[0].report

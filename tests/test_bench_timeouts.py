@@ -28,3 +28,15 @@ def test_stalls_are_cut_and_slow_streams_are_not() -> None:
     assert human[0].startswith("timeouts: 4 documents, 4 of them completed in ")
     assert human[1].startswith("  stalls caught: ")
     assert "false-timeout share 0.0%" in human[-1]
+
+
+def test_the_realistic_profile_runs_and_cuts_no_healthy_answer() -> None:
+    # No stalls at this size (each would be cut at 30-50 s before any limit is learned): the
+    # script runs end to end and every answer, slow as real models are, is let finish.
+    args = ["--profile", "realistic", "--documents", "3", "--stall-share", "0"]
+    figures, human = run_bench("bench.timeouts", *args, timeout=150)
+    assert figures["profile"] == "realistic"
+    assert figures["completed_documents"] == 3 and figures["stalls"] == 0
+    assert figures["requests"] == 12 and figures["false_cuts"] == 0
+    assert human[0].startswith("timeouts (realistic): 3 documents, 3 of them completed in ")
+    assert human[1].startswith("  false cuts: 0 (goal 0); stalls caught: 0 of 0")

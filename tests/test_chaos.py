@@ -17,7 +17,7 @@ from temporalio.worker import Worker
 
 from activities.provider import make_client
 from longtask.models import TaskResult
-from longtask.policies import StepKind
+from longtask.policies import StepKind, TaskType
 from longtask.settings import Settings
 from longtask.states import TaskState
 from tests.conftest import EXAMPLES
@@ -35,8 +35,11 @@ FORBIDDEN = {
     "no_read_timeout",
 }
 DOCUMENT = EXAMPLES / "incident-postmortem.txt"  # 3 pages: 1 embedding, 5 chat calls
-# A stalled call is cut after 1 s here (the default is the heartbeat timeout).
-QUICK_STALL = {"stall_seconds": 1.0}
+# A stalled call is cut after 1 s here (the defaults, per task type, are 20-60 s).
+QUICK_STALL = {
+    "hang_limits": {t.value: {"first_chunk_seconds": 1, "silence_seconds": 1} for t in TaskType},
+    "learn_hang_limits": False,
+}
 
 
 def findings(llm: LlmServer) -> set[str]:

@@ -52,7 +52,8 @@ def run_starter(settings: Settings, *args: str) -> subprocess.CompletedProcess[s
 async def test_start_status_and_cancel(
     client: Client, settings: Settings, worker: Worker, llm: LlmServer
 ) -> None:
-    llm.add({"type": "delay", "seconds": 1, "times": None})
+    # Slow calls keep the task running while the CLI, slow to start on a loaded machine, looks.
+    llm.add({"type": "delay", "seconds": 4, "times": None})
     started = await starter(settings, "start", str(EXAMPLES))
     assert started.returncode == 0, started.stderr
     task_id = started.stdout.strip()

@@ -69,7 +69,8 @@ def patches_of(events: list[dict[str, Any]]) -> set[str]:
 
 def test_committed_histories_cover_each_path_of_the_workflow() -> None:
     """Recorded with tests/record_history.py: before batches, batches, a retried batch, a
-    failed document, a task with no usable document, and a task cancelled mid-batch."""
+    failed document, a task with no usable document, a task cancelled mid-batch, and batches
+    retried until their calls' own attempts are used up."""
     histories = {path.stem: json.loads(path.read_text())["events"] for path in committed()}
     activities = {
         name: {
@@ -102,6 +103,9 @@ def test_committed_histories_cover_each_path_of_the_workflow() -> None:
     cancel_asked = kinds.index("EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED")
     assert "EVENT_TYPE_ACTIVITY_TASK_COMPLETED" in kinds[cancel_asked:]
     assert ends["cancelled-mid-batch"] == "EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED"
+    assert "batches-fail-by-call-attempts" in patches_of(histories["calls-retry"])
+    assert "batches-fail-by-call-attempts" not in patches_of(histories["examples-retry"])
+    assert ends["calls-retry"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
 
 
 def test_committed_histories_hold_no_api_key() -> None:

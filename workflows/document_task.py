@@ -323,6 +323,15 @@ class DocumentTaskWorkflow:
             timeouts = self._batch_timeouts(documents)
             calls = sum(document.calls(kind) for document in documents for kind in StepKind)
             first, last = documents[0].name, documents[-1].name
+            summary = f"batch {number + 1}: {len(documents)} document(s) ({first} .. {last}), "
+            retry = self._task.policy.retry_policy()
+            if workflow.patched("batches-fail-by-call-attempts"):
+                # Lost workers no longer use up a batch's attempts; its calls' own do.
+                retry = self._task.policy.calls_retry_policy()
+                summary += f"{calls} call(s) of at most {self._task.policy.max_attempts} "
+                summary += "provider attempts each; Temporal's attempt also counts hand-overs"
+            else:
+                summary += f"{calls} call(s)"
             try:
                 result: BatchResult = await workflow.execute_activity(
                     "process_documents",
@@ -330,11 +339,10 @@ class DocumentTaskWorkflow:
                     result_type=BatchResult,
                     start_to_close_timeout=timedelta(seconds=timeouts.start_to_close_seconds),
                     heartbeat_timeout=timedelta(seconds=timeouts.heartbeat_seconds),
-                    retry_policy=self._task.policy.retry_policy(),
+                    retry_policy=retry,
                     # A cancelled task ends only once its batches stopped calling the model.
                     cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                    summary=f"batch {number + 1}: {len(documents)} document(s) "
-                    f"({first} .. {last}), {calls} call(s)",
+                    summary=summary,
                 )
             except ActivityError as error:
                 message, _kind, _stats = failure_of(error)

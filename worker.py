@@ -18,6 +18,7 @@ from temporalio.client import Client
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker
 
+from activities.agents import agent_activities
 from activities.batch import DocumentBatches
 from activities.checkpoint_sink import CheckpointSink, serving
 from activities.documents import DocumentLoader
@@ -30,6 +31,7 @@ from activities.steps import DocumentSteps
 from longtask.connections import connect_redis, connect_temporal
 from longtask.process_exit import exit_now
 from longtask.settings import Settings, SettingsError, load_settings
+from workflows.agents import agent_workflows
 from workflows.document_task import DocumentTaskWorkflow
 
 log = logging.getLogger("worker")
@@ -66,7 +68,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[DocumentTaskWorkflow],
+        workflows=[DocumentTaskWorkflow, *agent_workflows()],
         activities=[
             loader.load_documents,
             checker.check_models,
@@ -77,6 +79,7 @@ def build_worker(
             steps.write_report,
             mirror.write_checkpoint,
             mirror.load_resume_state,
+            *agent_activities(settings, llm, redis),
         ],
         max_heartbeat_throttle_interval=heartbeat / 4,
         default_heartbeat_throttle_interval=heartbeat / 4,

@@ -119,4 +119,5 @@ async def read_page(args: ReadPageArgs, env: ToolEnv) -> dict[str, object]:
     return {"document": args.document, "page": args.page, "text": text}
 
 
-RESEARCH_TOOLS = [list_documents, search_corpus, read_page]
+# The search first: a model that calls one tool calls the one that finds passages.
+RESEARCH_TOOLS = [search_corpus, read_page, list_documents]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -58,12 +57,3 @@ async def latest_checkpoint(redis: Redis, task_id: str) -> Checkpoint | None:
         return None
     raw = await redis.get(checkpoint_key(str(latest)))
     return Checkpoint.model_validate_json(raw) if raw else None
-
-
-def chat_bodies(requests: list[dict[str, Any]]) -> list[str]:
-    """Each chat request's body as canonical JSON, in the order the server saw them."""
-    return [
-        json.dumps(r["body"], sort_keys=True)
-        for r in requests
-        if r["path"].endswith("/chat/completions")
-    ]

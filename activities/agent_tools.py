@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,15 @@ class WorkerToolEnv:
         return vectors
 
 
+async def _call(tool: Tool, args: BaseModel, env: WorkerToolEnv) -> Any:
+    """Run the tool's function; a plain function runs in a thread, off the event loop that
+    heartbeats every activity of this worker."""
+    given = (args, env) if tool.wants_env else (args,)
+    if inspect.iscoroutinefunction(tool.function):
+        return await tool.function(*given)
+    return await asyncio.to_thread(tool.function, *given)
+
+
 class ToolRunner:
     """Builds the activity of each tool, sharing the worker's LLM client and Redis."""
 
@@ -97,7 +107,7 @@ class ToolRunner:
             workdir = self._state_dir / "agents" / request.task_id
             env = WorkerToolEnv(tool, request, self._llm, workdir)
             try:
-                output = await (tool.function(args, env) if tool.wants_env else tool.function(args))
+                output = await _call(tool, args, env)
             except Exception as error:
                 name = type(error).__name__
                 if name in tool.non_retryable:

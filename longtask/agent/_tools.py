@@ -34,7 +34,8 @@ class ToolEnv(Protocol):
         ...
 
 
-ToolFunction = Callable[..., Awaitable[Any]]
+# ``async def`` or plain ``def`` (run in a thread by the worker).
+ToolFunction = Callable[..., Awaitable[Any] | Any]
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def tool(
     retry_seconds: float = 1.0,
     non_retryable: Sequence[type[BaseException] | str] = (),
 ) -> Callable[[ToolFunction], Tool]:
-    """Make ``async def f(args: ArgsModel[, env: ToolEnv])`` a tool.
+    """Make ``[async] def f(args: ArgsModel[, env: ToolEnv])`` a tool.
 
     Args:
         name: the tool's name for models and its activity (``tool.NAME``); the function's by

@@ -6,9 +6,17 @@ import json
 from typing import Any
 
 from pydantic import BaseModel, Field
+from redis.asyncio import Redis
 from temporalio.client import Client, WorkflowHandle
 
-from longtask.agent import LongTaskInput, TaskOutcome, new_task_id, start_long_task, task_defaults
+from longtask.agent import (
+    LongTaskInput,
+    TaskOutcome,
+    new_task_id,
+    resume_long_task,
+    start_long_task,
+    task_defaults,
+)
 from longtask.settings import Settings
 
 RESEARCH_TASK = "ResearchTask"
@@ -79,3 +87,13 @@ async def start_research(
         }
     )
     return await start_long_task(client, settings, RESEARCH_TASK, request, ResearchReport)
+
+
+async def resume_research(
+    client: Client, settings: Settings, redis: Redis, task_id: str, **overrides: Any
+) -> WorkflowHandle[Any, TaskOutcome[ResearchReport]]:
+    """A new run of an ended research task from its newest checkpoint: its conversation goes
+    on where it stopped; ``overrides`` change its input (e.g. ``budget=TaskBudget(...)``)."""
+    return await resume_long_task(
+        client, settings, redis, task_id, ResearchInput, ResearchReport, **overrides
+    )

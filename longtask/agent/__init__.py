@@ -30,7 +30,9 @@ from longtask.agent._models import (
     ToolRequest,
 )
 from longtask.agent._start import (
+    NoCheckpointError,
     new_task_id,
+    resume_long_task,
     start_long_task,
     start_task_by_name,
     task_defaults,
@@ -60,6 +62,7 @@ __all__ = [
     "LongTaskInput",
     "ModelAnswer",
     "ModelCallRequest",
+    "NoCheckpointError",
     "Progress",
     "TaskContext",
     "TaskOutcome",
@@ -72,6 +75,7 @@ __all__ = [
     "long_task",
     "new_task_id",
     "registered_tools",
+    "resume_long_task",
     "start_long_task",
     "start_task_by_name",
     "task_defaults",

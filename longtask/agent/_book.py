@@ -14,6 +14,7 @@ from longtask.checkpoints import (
     MirrorWrite,
     ProgressSnapshot,
     checkpoint_id_for,
+    epoch_ms_of,
     iso_utc,
     next_checkpoint_ms,
 )
@@ -194,4 +195,6 @@ def carry_from_checkpoint(checkpoint: Checkpoint) -> AgentCarry:
         ledger=ledger,
         progress=ProgressNode.model_validate(tree) if tree else None,
         calls=int(metadata.get("calls") or 0),
+        # The new run's checkpoints come after this one, whatever the clocks say.
+        last_checkpoint_ms=epoch_ms_of(checkpoint.id),
     )

@@ -6,11 +6,14 @@ import inspect
 import uuid
 from typing import Any, get_type_hints
 
+from redis.asyncio import Redis
 from temporalio.client import Client, WorkflowHandle
 
+from longtask.agent._book import carry_from_checkpoint
 from longtask.agent._loading import load_task_modules, module_names
 from longtask.agent._models import LongTaskInput, TaskOutcome
 from longtask.agent._settings import AgentSettings
+from longtask.checkpoint_reader import load_checkpoint
 from longtask.cost import TaskBudget
 from longtask.settings import Settings
 
@@ -73,3 +76,31 @@ async def start_task_by_name(
         {**task_defaults(settings), "task_id": new_task_id(), **params}
     )
     return await start_long_task(client, settings, name, request, result_type)
+
+
+class NoCheckpointError(LookupError):
+    """The task has no checkpoint in Redis to resume from (expired, or never taken)."""
+
+
+async def resume_long_task(
+    client: Client,
+    settings: Settings,
+    redis: Redis,
+    task_id: str,
+    input_type: type[LongTaskInput],
+    result_type: Any,
+    checkpoint_id: str | None = None,
+    **overrides: Any,
+) -> WorkflowHandle[Any, Any]:
+    """A new run of an ended task (cancelled, failed, out of budget) from its newest
+    checkpoint or the one named: same task id and input, its messages, variables, cost and
+    progress carried; ``overrides`` change the input (e.g. a larger ``budget``)."""
+    checkpoint = await load_checkpoint(redis, task_id, checkpoint_id)
+    if checkpoint is None:
+        raise NoCheckpointError(f"no checkpoint of task {task_id} to resume from")
+    history = await client.get_workflow_handle(task_id).fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    [request] = await client.data_converter.decode(started.input.payloads, [input_type])
+    carried = carry_from_checkpoint(checkpoint)
+    resumed = request.model_copy(update={"carried": carried, **overrides})
+    return await start_long_task(client, settings, started.workflow_type.name, resumed, result_type)

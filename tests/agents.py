@@ -40,15 +40,18 @@ async def wait_for(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     last: AgentStatus | None = None
+    problem: Exception | None = None
     while loop.time() < deadline:
         try:
             last = await handle.query("status", result_type=AgentStatus)
-        except Exception:
-            last = None  # not started yet, or between workers
+        except Exception as error:
+            last, problem = None, error  # not started yet, or between workers
         if last is not None and condition(last):
             return last
         await asyncio.sleep(0.2)
-    raise TimeoutError(f"condition not met within {seconds} s; last status: {last}")
+    raise TimeoutError(
+        f"condition not met within {seconds} s; last status: {last}; last error: {problem!r}"
+    )
 
 
 async def latest_checkpoint(redis: Redis, task_id: str) -> Checkpoint | None:

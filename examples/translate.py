@@ -50,6 +50,7 @@ class Translate(LongTask):
         for name in names:
             if name in done:  # translated by an earlier run (resume, continue-as-new)
                 continue
+            await ctx.continue_as_new_if_long()  # a long book goes on in a fresh history
             text = await ctx.call_tool(read_chapter, Chapter(folder=request.folder, name=name))
             keep = ", ".join(glossary) or "none yet"
             system = f"Translate into {request.language}. Keep these names unchanged: {keep}."

@@ -12,7 +12,7 @@ from temporalio.client import Client
 from temporalio.worker import Replayer
 
 from examples.translate import Translate
-from longtask.agent import start_task_by_name
+from longtask.agent import AgentStatus, start_task_by_name
 from longtask.payload_store import data_converter
 from longtask.settings import Settings
 from longtask.states import TaskState
@@ -76,3 +76,39 @@ async def test_the_example_task_translates_a_folder_and_carries_its_glossary(
         workflows=[Translate], data_converter=data_converter(payload_dir, PAYLOAD_THRESHOLD)
     )
     assert (await replayer.replay_workflow(history)).replay_failure is None
+
+
+async def test_a_long_book_continues_as_new_runs_with_its_glossary(
+    client: Client,
+    settings: Settings,
+    llm: LlmServer,
+    redis: Redis,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = tmp_path / "long-book"
+    folder.mkdir()
+    for number in range(8):
+        text = f"Chapter {number}: the crew met Name{chr(97 + number)} at the harbour."
+        (folder / f"{number:02d}.txt").write_text(text, encoding="utf-8")
+    monkeypatch.setenv("LTM_TASK_MODULES", "examples.translate")
+    ours = settings.model_copy(update={"task_queue": f"translate-{uuid.uuid4().hex[:8]}"})
+    async with running_worker(client, ours, redis):
+        # A history this short holds a few chapters: the rest go to new runs of the task.
+        handle = await start_task_by_name(
+            client, ours, "Translate", {"folder": str(folder), "max_history_events": 50}
+        )
+        outcome = await handle.result()
+        status = await handle.query("status", result_type=AgentStatus)
+    assert outcome.state is TaskState.COMPLETED, outcome.reason
+    assert outcome.result is not None and len(outcome.result.chapters) == 8
+    assert status.record.metadata["runs"] >= 2
+    assert outcome.result.glossary == [f"Name{chr(97 + n)}" for n in range(8)]
+    # Every chapter asked once over all runs; the cost of every run is in the outcome.
+    asked = [
+        r["body"]["messages"][1]["content"]
+        for r in llm.requests()
+        if r["path"].endswith("/chat/completions")
+    ]
+    assert sorted(asked) == sorted(p.read_text() for p in folder.iterdir())
+    assert outcome.ledger.calls() == 8

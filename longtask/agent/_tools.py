@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol, get_type_hints
 
 from pydantic import BaseModel
+from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 # Every tool's activity is named after it: renaming a tool breaks the tasks that call it.
@@ -127,7 +128,10 @@ def tool(
             retry_seconds=retry_seconds,
             non_retryable=tuple(_error_name(e) for e in non_retryable),
         )
-        _TOOLS[made.name] = made
+        # A workflow sandbox imports the task's module again: its copy of the function
+        # cannot do I/O, and the worker's activities must keep the real one.
+        if not workflow.unsafe.in_sandbox():
+            _TOOLS[made.name] = made
         return made
 
     return register

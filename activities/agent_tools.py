@@ -16,6 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.agent_calls import limits_for
+from activities.errors import provider_message
 from activities.provider import embed
 from longtask.agent import INVALID_TOOL_ARGUMENTS, Tool, ToolAnswer, ToolRequest
 from longtask.checkpoints import CHECKPOINT_TTL_SECONDS
@@ -71,9 +72,10 @@ class ToolRunner:
     """Builds the activity of each tool, sharing the worker's LLM client and Redis."""
 
     def __init__(
-        self, llm: openai.AsyncOpenAI, state_dir: Path, redis: Redis | None = None
+        self, llm: openai.AsyncOpenAI, api_key: str, state_dir: Path, redis: Redis | None = None
     ) -> None:
         self._llm = llm
+        self._api_key = api_key
         self._state_dir = state_dir
         self._redis = redis
 
@@ -108,13 +110,17 @@ class ToolRunner:
             env = WorkerToolEnv(tool, request, self._llm, workdir)
             try:
                 output = await _call(tool, args, env)
+            except ApplicationError:
+                raise  # the tool said itself how it fails
             except Exception as error:
+                # Typed by the exception's class, as the tool's retry policy names them; the
+                # text is blanked of the API key should an echoed request carry it.
                 name = type(error).__name__
-                if name in tool.non_retryable:
-                    raise ApplicationError(
-                        f"{tool.name}: {error}", type=name, non_retryable=True
-                    ) from None
-                raise
+                raise ApplicationError(
+                    f"{tool.name}: {provider_message(error, self._api_key)}",
+                    type=name,
+                    non_retryable=name in tool.non_retryable,
+                ) from None
             if isinstance(output, BaseModel):
                 output = output.model_dump(mode="json")
             return ToolAnswer(output=output, usage=env.usage, ledger=env.ledger)

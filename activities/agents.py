@@ -29,8 +29,7 @@ def agent_activities(
     limiter = (
         SharedRateLimiter(redis, settings.rate_limits) if redis and settings.rate_limits else None
     )
-    calls = AgentCalls(
-        llm, settings.llm_api_key.get_secret_value(), redis, limiter, settings.mirror_messages
-    )
-    tools = ToolRunner(llm, settings.state_dir.resolve(), redis)
+    api_key = settings.llm_api_key.get_secret_value()
+    calls = AgentCalls(llm, api_key, redis, limiter, settings.mirror_messages)
+    tools = ToolRunner(llm, api_key, settings.state_dir.resolve(), redis)
     return [calls.call_model, calls.embed_texts, *tools.activities(registered_tools())]

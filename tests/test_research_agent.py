@@ -19,7 +19,8 @@ from longtask.research import ResearchReport, start_research
 from longtask.settings import Settings
 from longtask.states import TaskState
 from tests.agents import FAST_POLICY, latest_checkpoint, running_worker
-from tests.conftest import EXAMPLES, PAYLOAD_THRESHOLD
+from tests.conftest import EXAMPLES, PAYLOAD_THRESHOLD, TEST_API_KEY
+from tests.record_history import holds_secret
 from tests.servers import LlmServer
 from workflows.research import ResearchTask
 
@@ -96,6 +97,9 @@ async def test_the_research_agent_answers_from_its_tools(
         workflows=[ResearchTask], data_converter=data_converter(payload_dir, PAYLOAD_THRESHOLD)
     )
     assert (await replayer.replay_workflow(history)).replay_failure is None
+    # The key stays with the workers: not in the history, not in the mirror.
+    assert holds_secret(history, QUESTION) and not holds_secret(history, TEST_API_KEY)
+    assert TEST_API_KEY not in checkpoint.to_json()
 
 
 async def test_the_research_agent_on_a_worker_without_cache(

@@ -56,8 +56,8 @@ class Progress:
         return self
 
     def advance(self, steps: int = 1) -> None:
-        node = self._context.book.node(self._path)
-        node.done = min(node.done + steps, max(node.total, node.done + steps))
+        # A leaf counts at most its total when rolled up (ProgressNode.steps_done).
+        self._context.book.node(self._path).done += steps
         self._context.changed()
 
     def sub(self, name: str, total: int | None = None) -> Progress:

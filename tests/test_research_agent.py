@@ -118,3 +118,34 @@ async def test_the_research_agent_on_a_worker_without_cache(
         workflows=[ResearchTask], data_converter=data_converter(payload_dir, PAYLOAD_THRESHOLD)
     )
     assert (await replayer.replay_workflow(history)).replay_failure is None
+
+
+async def test_a_report_cut_mid_stream_continues_from_its_text(
+    client: Client, tool_settings: Settings, tool_llm: LlmServer, redis: Redis
+) -> None:
+    words = " ".join(f"finding-{i:03d}" for i in range(200))
+    final = tool_settings.model_final
+    tool_llm.add(
+        {"type": "reply", "text": words, "match": {"model": final}},
+        {"type": "stream_fault", "kind": "disconnect", "after_chunks": 150,
+         "match": {"model": final}},
+    )  # fmt: skip
+    async with running_worker(client, tool_settings, redis):
+        handle = await start_research(
+            client, tool_settings, QUESTION, [str(EXAMPLES)], policy=policy(tool_settings)
+        )
+        outcome = await handle.result()
+    assert outcome.state is TaskState.COMPLETED, outcome.reason
+    assert outcome.result is not None
+    # The words streamed before the cut are kept once; the rest is the continuation's.
+    report = outcome.result.report
+    assert report.startswith("finding-000 finding-001")
+    assert report.count("finding-100 ") == 1
+    asked = [r["body"] for r in tool_llm.requests() if r["body"].get("model") == final]
+    assert len(asked) == 2
+    cut, continued = asked[1]["messages"][-2:]
+    assert cut["role"] == "assistant" and cut["content"].startswith("finding-000")
+    assert "cut off" in continued["content"]
+    rows = [row for row in outcome.ledger.rows() if row.step == "report"]
+    assert {row.status for row in rows} == {"connection", "success", "saved"}
+    assert next(row for row in rows if row.status == "saved").saved_tokens > 0

@@ -13,7 +13,6 @@ from longtask.agent._context import (
     CALL_MODEL,
     EMBED_TEXTS,
     BudgetExceededError,
-    Progress,
     TaskContext,
 )
 from longtask.agent._models import (
@@ -29,6 +28,7 @@ from longtask.agent._models import (
     ToolCall,
     ToolRequest,
 )
+from longtask.agent._progress import Progress
 from longtask.agent._start import (
     NoCheckpointError,
     new_task_id,

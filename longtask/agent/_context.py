@@ -24,6 +24,7 @@ from longtask.agent._models import (
     ToolCall,
     ToolRequest,
 )
+from longtask.agent._progress import Progress
 from longtask.agent._tools import Tool
 from longtask.policies import TaskType
 
@@ -40,44 +41,6 @@ class BudgetExceededError(Exception):
 
 class ContinueAsNewRequested(Exception):
     """Raised by ``continue_as_new_if_long``; the task continues as a new run, state carried."""
-
-
-class Progress:
-    """A node of the task's progress tree; a node with sub-tasks is their roll-up."""
-
-    def __init__(self, context: TaskContext, path: tuple[str, ...]) -> None:
-        self._context = context
-        self._path = path
-
-    def total(self, steps: int) -> Progress:
-        """Declare how many steps this node has."""
-        self._context.book.node(self._path).total = steps
-        self._context.changed()
-        return self
-
-    def advance(self, steps: int = 1) -> None:
-        # A leaf counts at most its total when rolled up (ProgressNode.steps_done).
-        self._context.book.node(self._path).done += steps
-        self._context.changed()
-
-    def sub(self, name: str, total: int | None = None) -> Progress:
-        """The sub-task ``name`` of this node (made on first use), optionally sized."""
-        child = Progress(self._context, (*self._path, name))
-        if total is not None:
-            child.total(total)
-        return child
-
-    def finish(self) -> None:
-        """Mark every step of this node done (work that ended early, or was already done)."""
-        node = self._context.book.node(self._path)
-        node.done = max(node.total, node.done)
-        for child in node.children:
-            Progress(self._context, (*self._path, child.name)).finish()
-        self._context.changed()
-
-    @property
-    def done(self) -> int:
-        return self._context.book.node(self._path).steps_done()
 
 
 class TaskContext:

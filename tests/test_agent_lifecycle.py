@@ -97,3 +97,24 @@ async def test_a_cancelled_task_resumes_from_its_messages(
     assert sum(count - 1 for count in chats.values()) <= 1
     first_turn = [body for body in chats if len(json.loads(body)["messages"]) == 2]
     assert len(first_turn) == 1 and chats[first_turn[0]] == 1
+
+
+async def test_a_task_past_its_deadline_ends_timed_out_with_a_checkpoint(
+    client: Client, slow_settings: Settings, redis: Redis
+) -> None:
+    policy = {**slow_settings.timeout_policy().model_dump(), **FAST_POLICY}
+    async with running_worker(client, slow_settings, redis):
+        handle = await start_research(
+            client,
+            slow_settings,
+            "What was measured?",
+            [str(EXAMPLES)],
+            policy=policy,
+            deadline_seconds=1.0,
+        )
+        outcome = await handle.result()
+    assert outcome.state is TaskState.TIMED_OUT
+    assert outcome.result is None and "deadline" in outcome.reason
+    checkpoint = await latest_checkpoint(redis, handle.id)
+    assert checkpoint is not None and checkpoint.metadata["state"] == "timed_out"
+    assert checkpoint.error == outcome.reason

@@ -4,6 +4,7 @@ deadline, budget, cancel and continue-as-new; the user writes only ``work``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Callable
 from datetime import timedelta
@@ -38,6 +39,13 @@ FINAL_CHECKPOINT_TIMEOUT = timedelta(seconds=5)
 TaskClass = TypeVar("TaskClass", bound=type)
 
 
+async def _stop(work: asyncio.Task[Any]) -> None:
+    """Cancel the task's work and wait until its calls stopped, whatever they raise."""
+    work.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await work
+
+
 class LongTask:
     """Base of a long task: subclass it, write ``work``, decorate the class with ``long_task``.
 
@@ -63,18 +71,26 @@ class LongTask:
         context = TaskContext(request, book, lambda: self._paused, self._changed)
         spent = (workflow.now() - book.started_at).total_seconds()
         left = max(request.deadline_seconds - spent, 0.001)
+        # The work runs as a task of its own, so a deadline or a cancel can stop it and still
+        # end the task properly (an activity stopped that way raises ActivityError, which
+        # asyncio.wait_for would hand on instead of its TimeoutError).
+        work = asyncio.create_task(self.work(context, request))
         try:
-            result = await asyncio.wait_for(self.work(context, request), timeout=left)
+            await workflow.wait_condition(work.done, timeout=left)
+        except TimeoutError:
+            await _stop(work)
+            return await self._end(TaskState.TIMED_OUT, f"deadline of {left:.0f} s passed")
+        except asyncio.CancelledError:
+            await _stop(work)
+            await self._end(TaskState.CANCELLED, "cancel requested")
+            raise
+        try:
+            result = work.result()
         except ContinueAsNewRequested:
             await self._final_checkpoint()
             workflow.continue_as_new(request.model_copy(update={"carried": book.carry()}))
-        except TimeoutError:
-            return await self._end(TaskState.TIMED_OUT, f"deadline of {left:.0f} s passed")
         except BudgetExceededError as spent_all:
             return await self._end(TaskState.BUDGET_EXCEEDED, str(spent_all))
-        except asyncio.CancelledError:
-            await self._end(TaskState.CANCELLED, "cancel requested")
-            raise
         except (ActivityError, ApplicationError) as error:
             cause = error.cause if isinstance(error, ActivityError) else error
             await self._end(TaskState.FAILED, str(cause or error))

@@ -79,7 +79,7 @@ def build_worker(
             steps.write_report,
             mirror.write_checkpoint,
             mirror.load_resume_state,
-            *agent_activities(settings, llm, redis),
+            *agent_activities(client, settings, llm, redis),
         ],
         max_heartbeat_throttle_interval=heartbeat / 4,
         default_heartbeat_throttle_interval=heartbeat / 4,

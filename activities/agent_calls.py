@@ -13,6 +13,7 @@ import openai
 from pydantic import BaseModel, Field, ValidationError
 from redis.asyncio import Redis
 from temporalio import activity
+from temporalio.client import Client
 
 from activities.agent_stream import stream_answer
 from activities.attempts import AttemptLedger, ProviderFailure, step_failure
@@ -29,6 +30,7 @@ from activities.provider import CallLimits, embed
 from activities.rate_limits import SharedRateLimiter, estimate_request_tokens
 from longtask.agent import (
     CALL_MODEL,
+    CALL_RETRYING,
     EMBED_TEXTS,
     EmbedAnswer,
     EmbedRequest,
@@ -37,6 +39,9 @@ from longtask.agent import (
 )
 from longtask.cost import CostLedger, TokenUsage
 from longtask.policies import ErrorKind, TaskType, TimeoutPolicy
+
+# A signal to the task gets this long; the call goes on either way.
+SIGNAL_SECONDS = 2.0
 
 
 class CallHeartbeat(BaseModel):
@@ -105,8 +110,10 @@ class AgentCalls:
         redis: Redis | None = None,
         limiter: SharedRateLimiter | None = None,
         mirror_messages: bool = True,
+        temporal: Client | None = None,
     ) -> None:
         self._llm = llm
+        self._temporal = temporal
         self._api_key = api_key
         self._redis = redis
         self._limiter = limiter
@@ -128,6 +135,19 @@ class AgentCalls:
                           0, billed)  # fmt: skip
         return step_failure([failure], beat.ledger, request.policy, self._api_key)
 
+    async def _say_retrying(self, beat: CallHeartbeat, call: int) -> None:
+        """Tell the task this call retries after a provider failure (its state goes
+        ``retrying``); advisory, so a lost signal costs only the state shown."""
+        workflow_id = activity.info().workflow_id
+        if self._temporal is None or workflow_id is None or not beat.ledger.has_failures:
+            return
+        try:
+            async with asyncio.timeout(SIGNAL_SECONDS):
+                handle = self._temporal.get_workflow_handle(workflow_id)
+                await handle.signal(CALL_RETRYING, call)
+        except Exception as problem:
+            activity.logger.debug("retrying signal dropped: %s", problem)
+
     @staticmethod
     def _attempted(
         beat: CallHeartbeat,
@@ -147,6 +167,7 @@ class AgentCalls:
     @activity.defn(name=CALL_MODEL)
     async def call_model(self, request: ModelCallRequest) -> ModelAnswer:
         beat = _restored()
+        await self._say_retrying(beat, request.call)
         attempt = beat.ledger.attempt_of(0)
         limits = limits_for(request.policy, request.multiplier, attempt)
         saved = beat.partial_text if request.stream else ""
@@ -219,6 +240,7 @@ class AgentCalls:
     @activity.defn(name=EMBED_TEXTS)
     async def embed_texts(self, request: EmbedRequest) -> EmbedAnswer:
         beat = _restored()
+        await self._say_retrying(beat, request.call)
         attempt = beat.ledger.attempt_of(0)
         limits = limits_for(request.policy, request.multiplier, attempt)
         if self._limiter is not None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import openai
 from redis.asyncio import Redis
+from temporalio.client import Client
 
 import activities.research_tools  # noqa: F401 - registers the research agent's tools
 from activities.agent_calls import AgentCalls
@@ -19,7 +20,7 @@ from longtask.settings import Settings
 
 
 def agent_activities(
-    settings: Settings, llm: openai.AsyncOpenAI, redis: Redis | None
+    client: Client, settings: Settings, llm: openai.AsyncOpenAI, redis: Redis | None
 ) -> list[Callable[..., Any]]:
     """Model and embedding calls, and one activity per registered tool (``tool.NAME``).
 
@@ -30,6 +31,6 @@ def agent_activities(
         SharedRateLimiter(redis, settings.rate_limits) if redis and settings.rate_limits else None
     )
     api_key = settings.llm_api_key.get_secret_value()
-    calls = AgentCalls(llm, api_key, redis, limiter, settings.mirror_messages)
+    calls = AgentCalls(llm, api_key, redis, limiter, settings.mirror_messages, client)
     tools = ToolRunner(llm, api_key, settings.state_dir.resolve(), redis)
     return [calls.call_model, calls.embed_texts, *tools.activities(registered_tools())]

@@ -191,3 +191,25 @@ def test_sources_are_the_passages_tools_returned_first_seen_first() -> None:
         ]
     )
     assert [(s.ref, s.text) for s in found] == [("a.md p.2", "alpha"), ("b.txt p.1", "beta")]
+
+
+def state_of(book: AgentBook) -> TaskState:
+    return book.machine.state
+
+
+def test_a_call_retrying_moves_the_state_and_a_late_word_does_not() -> None:
+    book = book_for()
+    book.go(TaskState.RUNNING, T0, "")
+    assert not book.call_retrying(7)  # not under way: a late signal changes nothing
+    book.in_flight.add(7)
+    assert book.call_retrying(7)
+    book.follow_retries(T0)
+    assert state_of(book) is TaskState.RETRYING
+    book.call_ended(7)
+    book.follow_retries(T0)
+    assert state_of(book) is TaskState.RUNNING
+    book.in_flight.add(8)
+    book.call_retrying(8)
+    book.go(TaskState.PAUSED, T0, "")
+    book.follow_retries(T0)
+    assert state_of(book) is TaskState.PAUSED  # a pause is left only by resume

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from temporalio.client import Client
 
 from activities.agent_tools import tool_runs_key
+from longtask.agent import AgentStatus
 from longtask.research import start_research
 from longtask.settings import Settings
 from longtask.states import TaskState
@@ -75,7 +76,10 @@ async def test_a_killed_worker_repeats_no_finished_call(
 
     workers.append(WorkerProcess(ours, tmp_path / "second.log", extra_env=env))
     outcome = await handle.result()
+    status = await handle.query("status", result_type=AgentStatus)
     assert outcome.state is TaskState.COMPLETED, outcome.reason
+    # A lost worker is no provider failure: the task never went retrying.
+    assert TaskState.RETRYING not in [t.target for t in status.transitions]
     assert outcome.result is not None and outcome.result.sources
 
     made = Counter(bodies(slow_tool_llm.requests()))

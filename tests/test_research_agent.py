@@ -135,8 +135,12 @@ async def test_a_report_cut_mid_stream_continues_from_its_text(
             client, tool_settings, QUESTION, [str(EXAMPLES)], policy=policy(tool_settings)
         )
         outcome = await handle.result()
+        status = await handle.query("status", result_type=AgentStatus)
     assert outcome.state is TaskState.COMPLETED, outcome.reason
     assert outcome.result is not None
+    # A provider failure is a retry: the task went retrying, and back when the call recovered.
+    moves = [(t.source.value, t.target.value) for t in status.transitions]
+    assert ("running", "retrying") in moves and ("retrying", "running") in moves
     # The words streamed before the cut are kept once; the rest is the continuation's.
     report = outcome.result.report
     assert report.startswith("finding-000 finding-001")

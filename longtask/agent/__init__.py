@@ -11,6 +11,7 @@ class Translate(LongTask):
 from longtask.agent._book import AgentBook, carry_from_checkpoint
 from longtask.agent._context import (
     CALL_MODEL,
+    CALL_RETRYING,
     EMBED_TEXTS,
     BudgetExceededError,
     TaskContext,
@@ -49,6 +50,7 @@ from longtask.agent._tools import (
 
 __all__ = [
     "CALL_MODEL",
+    "CALL_RETRYING",
     "EMBED_TEXTS",
     "INVALID_TOOL_ARGUMENTS",
     "TOOL_ACTIVITY_PREFIX",

@@ -49,6 +49,9 @@ class AgentBook:
         self.ledger = CostLedger()
         self.ledger.merge(carried.ledger)
         self.calls = carried.calls
+        # Model and embedding calls under way, and those of them retrying a provider failure.
+        self.in_flight: set[int] = set()
+        self.retrying: set[int] = set()
         self.last_model = ""
         self.last_checkpoint_ms = carried.last_checkpoint_ms
         self.runs = carried.runs + 1 if task.carried is not None else 1
@@ -88,6 +91,26 @@ class AgentBook:
                 node.children.append(child)
                 node = child
         return node
+
+    def call_retrying(self, call: int) -> bool:
+        """A call under way says it retries after a provider failure; False for a late word."""
+        if call not in self.in_flight:
+            return False
+        self.retrying.add(call)
+        return True
+
+    def call_ended(self, call: int) -> None:
+        self.in_flight.discard(call)
+        self.retrying.discard(call)
+
+    def follow_retries(self, now: datetime) -> None:
+        """Running and retrying differ only by whether some call retries a provider failure
+        (SPEC section 2); a paused task stays paused."""
+        state = self.machine.state
+        if state is TaskState.RUNNING and self.retrying:
+            self.go(TaskState.RETRYING, now, f"retrying call(s) {sorted(self.retrying)}")
+        elif state is TaskState.RETRYING and not self.retrying:
+            self.go(TaskState.RUNNING, now, "retried calls recovered")
 
     def cost(self) -> float:
         return self.usage.cost(self.task.prices)

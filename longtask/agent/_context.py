@@ -31,6 +31,8 @@ from longtask.policies import TaskType
 # Stable activity names of the model calls: renaming one breaks running tasks.
 CALL_MODEL = "agent.call_model"
 EMBED_TEXTS = "agent.embed"
+# The signal a call sends its task when it retries after a provider failure.
+CALL_RETRYING = "call_retrying"
 # Room on top of a call's longest attempt for the activity around it.
 ACTIVITY_MARGIN_SECONDS = 30.0
 
@@ -128,15 +130,19 @@ class TaskContext:
             stream=stream,
             policy=self.task.policy,
         )
-        answer: ModelAnswer = await workflow.execute_activity(
-            CALL_MODEL,
-            request,
-            result_type=ModelAnswer,
-            start_to_close_timeout=self._timeout(task_type),
-            heartbeat_timeout=timedelta(seconds=self.task.heartbeat_timeout_seconds),
-            retry_policy=self.task.policy.retry_policy(),
-            summary=f"{step}: {request.model} ({task_type}), {len(conversation)} message(s)",
-        )
+        self.book.in_flight.add(call)
+        try:
+            answer: ModelAnswer = await workflow.execute_activity(
+                CALL_MODEL,
+                request,
+                result_type=ModelAnswer,
+                start_to_close_timeout=self._timeout(task_type),
+                heartbeat_timeout=timedelta(seconds=self.task.heartbeat_timeout_seconds),
+                retry_policy=self.task.policy.retry_policy(),
+                summary=f"{step}: {request.model} ({task_type}), {len(conversation)} message(s)",
+            )
+        finally:
+            self.book.call_ended(call)
         if messages is None:
             self.messages.append(answer.as_message())
         output = answer.text or [c.model_dump() for c in answer.tool_calls]
@@ -159,15 +165,19 @@ class TaskContext:
             texts=texts,
             policy=self.task.policy,
         )
-        answer: EmbedAnswer = await workflow.execute_activity(
-            EMBED_TEXTS,
-            request,
-            result_type=EmbedAnswer,
-            start_to_close_timeout=self._timeout(TaskType.EMBEDDING.value),
-            heartbeat_timeout=timedelta(seconds=self.task.heartbeat_timeout_seconds),
-            retry_policy=self.task.policy.retry_policy(),
-            summary=f"{step}: {len(texts)} text(s) with {request.model}",
-        )
+        self.book.in_flight.add(call)
+        try:
+            answer: EmbedAnswer = await workflow.execute_activity(
+                EMBED_TEXTS,
+                request,
+                result_type=EmbedAnswer,
+                start_to_close_timeout=self._timeout(TaskType.EMBEDDING.value),
+                heartbeat_timeout=timedelta(seconds=self.task.heartbeat_timeout_seconds),
+                retry_policy=self.task.policy.retry_policy(),
+                summary=f"{step}: {len(texts)} text(s) with {request.model}",
+            )
+        finally:
+            self.book.call_ended(call)
         summary = f"{len(answer.vectors)} vector(s)"
         self.book.book(call, step, "embed", summary, answer.usage, answer.ledger, request.model)
         self.changed()

@@ -20,7 +20,12 @@ with workflow.unsafe.imports_passed_through():
     from activities.checkpoint_sink import offer_checkpoint
 
 from longtask.agent._book import AgentBook
-from longtask.agent._context import BudgetExceededError, ContinueAsNewRequested, TaskContext
+from longtask.agent._context import (
+    CALL_RETRYING,
+    BudgetExceededError,
+    ContinueAsNewRequested,
+    TaskContext,
+)
 from longtask.agent._models import AgentStatus, LongTaskInput, TaskOutcome
 from longtask.search_attributes import TASK_COST, TASK_PROGRESS, TASK_STATE
 from longtask.states import TaskState
@@ -68,7 +73,7 @@ class LongTask:
         self._paused = book.machine.state is TaskState.PAUSED
         if book.machine.state is TaskState.PENDING:
             self._go(TaskState.RUNNING, "worker picked the task up")
-        context = TaskContext(request, book, lambda: self._paused, self._changed)
+        context = TaskContext(request, book, lambda: self._paused, self._work_changed)
         spent = (workflow.now() - book.started_at).total_seconds()
         left = max(request.deadline_seconds - spent, 0.001)
         # The work runs as a task of its own, so a deadline or a cancel can stop it and still
@@ -138,6 +143,21 @@ class LongTask:
                 TASK_COST.value_set(float(book.cost())),
             ]
         )
+
+    def _work_changed(self) -> None:
+        """A call ended or progress moved: follow retries in the state, then checkpoint."""
+        book = self._require_book()
+        state = book.machine.state
+        book.follow_retries(workflow.now())
+        if book.machine.state is not state:
+            self._publish()
+        self._changed()
+
+    @workflow.signal(name=CALL_RETRYING)
+    def call_retrying(self, call: int) -> None:
+        """A model or embedding call retries after a provider failure (not a lost worker)."""
+        if self._book is not None and self._book.call_retrying(call):
+            self._work_changed()
 
     def _changed(self) -> None:
         """Something durable happened: hand a checkpoint to the worker's sink (not when

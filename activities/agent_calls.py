@@ -80,7 +80,7 @@ def limits_for(policy: TimeoutPolicy, multiplier: float, attempt: int) -> CallLi
 
 
 @contextlib.asynccontextmanager
-async def _heartbeating(beat: CallHeartbeat, text_so_far: Callable[[], str]) -> AsyncIterator[None]:
+async def heartbeating(beat: CallHeartbeat, text_so_far: Callable[[], str]) -> AsyncIterator[None]:
     """Heartbeat the call's state at a quarter of the heartbeat timeout while it runs."""
     info = activity.info()
     seconds = info.heartbeat_timeout.total_seconds() / 4 if info.heartbeat_timeout else 2.5
@@ -199,7 +199,7 @@ class AgentCalls:
             await self._limiter.acquire(request.model, request.task_id, tokens)
         started = time.monotonic()
         try:
-            async with _heartbeating(beat, so_far):
+            async with heartbeating(beat, so_far):
                 answer = await stream_answer(
                     self._llm, request.model, asked, request.tools, limits, on_text
                 )
@@ -249,7 +249,7 @@ class AgentCalls:
             )
         started = time.monotonic()
         try:
-            async with _heartbeating(beat, str):
+            async with heartbeating(beat, str):
                 vectors, tokens = await embed(self._llm, request.model, request.texts, limits)
         except Exception as error:
             status = "timeout" if kind_of(error) is ErrorKind.TIMEOUT else "error"

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.agent_calls import limits_for
+from activities.agent_calls import CallHeartbeat, heartbeating, limits_for
 from activities.errors import provider_message
 from activities.provider import embed
 from longtask.agent import INVALID_TOOL_ARGUMENTS, Tool, ToolAnswer, ToolRequest
@@ -109,7 +109,8 @@ class ToolRunner:
             workdir = self._state_dir / "agents" / request.task_id
             env = WorkerToolEnv(tool, request, self._llm, workdir)
             try:
-                output = await _call(tool, args, env)
+                async with heartbeating(CallHeartbeat(), str):
+                    output = await _call(tool, args, env)
             except ApplicationError:
                 raise  # the tool said itself how it fails
             except Exception as error:

@@ -206,6 +206,9 @@ class TaskContext:
             request,
             result_type=ToolAnswer,
             start_to_close_timeout=timedelta(seconds=tool.timeout_seconds),
+            # The worker heartbeats while the tool runs: a dead worker costs seconds, not
+            # the tool's whole timeout.
+            heartbeat_timeout=timedelta(seconds=self.task.heartbeat_timeout_seconds),
             retry_policy=tool.retry_policy(),
             summary=f"tool {tool.name}({json.dumps(arguments)[:80]})",
         )

@@ -76,3 +76,31 @@ class ToolCheckTask(LongTask):
         ]
         await ctx.run_tool_calls(asked, [refusing])
         return ToolCheck(flaky_runs=runs, refused=refused, conversation=ctx.messages)
+
+
+class Square(BaseModel):
+    number: int
+
+
+@tool("square", timeout=10, max_attempts=2)
+async def square(args: Square) -> int:
+    """The number squared."""
+    return args.number * args.number
+
+
+class FanOut(LongTaskInput):
+    numbers: list[int]
+    concurrency: int = 3
+
+
+@long_task(name="FanOutCheck")
+class FanOutTask(LongTask):
+    async def work(self, ctx: TaskContext, request: FanOut) -> list[int]:
+        progress = ctx.progress.total(len(request.numbers))
+
+        async def one(number: int) -> int:
+            squared: int = await ctx.call_tool(square, Square(number=number))
+            progress.advance()
+            return squared
+
+        return await ctx.map(request.numbers, one, concurrency=request.concurrency)

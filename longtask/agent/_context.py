@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio import workflow
@@ -33,6 +33,8 @@ CALL_MODEL = "agent.call_model"
 EMBED_TEXTS = "agent.embed"
 # The signal a call sends its task when it retries after a provider failure.
 CALL_RETRYING = "call_retrying"
+Item = TypeVar("Item")
+Out = TypeVar("Out")
 # Room on top of a call's longest attempt for the activity around it.
 ACTIVITY_MARGIN_SECONDS = 30.0
 
@@ -215,6 +217,26 @@ class TaskContext:
         self.book.book(call, tool.name, "tool", answer.output, answer.usage, answer.ledger)
         self.changed()
         return answer.output
+
+    async def map(
+        self,
+        items: Sequence[Item],
+        work: Callable[[Item], Awaitable[Out]],
+        *,
+        concurrency: int = 8,
+    ) -> list[Out]:
+        """``work`` on every item, at most ``concurrency`` at a time; results in item order.
+
+        Each item's calls are activities of their own: for thousands of short model calls the
+        document agent's batches carry many calls per activity instead.
+        """
+        gate = asyncio.Semaphore(max(concurrency, 1))
+
+        async def one(item: Item) -> Out:
+            async with gate:
+                return await work(item)
+
+        return list(await asyncio.gather(*(one(item) for item in items)))
 
     async def run_tool_calls(self, calls: list[ToolCall], tools: Sequence[Tool]) -> None:
         """Run the tools a model asked for, side by side, and append each result to the

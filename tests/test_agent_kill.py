@@ -3,6 +3,7 @@ finishes it, and no model call, embedding or tool call that had finished is made
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import uuid
@@ -97,3 +98,62 @@ async def test_a_killed_worker_repeats_no_finished_call(
     assert checkpoint is not None
     roles = [m["role"] for m in checkpoint.state.messages]
     assert roles == ["system", "user", "assistant", "tool", "assistant", "assistant"]
+
+
+@pytest.fixture(scope="module")
+def streaming_llm() -> Iterator[LlmServer]:
+    # Chunks paced like real generation: a long report streams for several seconds.
+    with LlmServer(
+        "--tool-mode", "auto", "--latency-ms", "0", "--stream-chunk-delay-ms", "20"
+    ) as s:
+        yield s
+
+
+async def test_a_worker_killed_mid_report_leaves_its_text_to_the_next(
+    client: Client,
+    settings: Settings,
+    streaming_llm: LlmServer,
+    redis: Redis,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    streaming_llm.reset()
+    words = " ".join(f"finding-{i:03d}" for i in range(400))
+    streaming_llm.add({"type": "reply", "text": words, "match": {"model": settings.model_final}})
+    ours = settings.model_copy(
+        update={
+            "llm_base_url": streaming_llm.base_url,
+            "task_queue": f"agent-stream-{uuid.uuid4().hex[:8]}",
+        }
+    )
+    env = {"LTM_STATE_DIR": str(tmp_path / "state")}
+    first = WorkerProcess(ours, tmp_path / "first.log", extra_env=env)
+    workers.append(first)
+    policy = {**ours.timeout_policy().model_dump(), **FAST_POLICY}
+    handle = await start_research(client, ours, "What was decided?", [str(EXAMPLES)], policy=policy)
+
+    async def partial_of_report() -> str:
+        checkpoint = await latest_checkpoint(redis, handle.id)
+        return (checkpoint.partial_response or "") if checkpoint is not None else ""
+
+    # Kill once the mirror shows part of the report (bounded: 90 s at most).
+    for _ in range(900):
+        if len(await partial_of_report()) >= 1500:
+            break
+        await asyncio.sleep(0.1)
+    assert len(await partial_of_report()) >= 1500, "the report never streamed far enough"
+    first.process.send_signal(signal.SIGKILL)
+    assert first.process.wait(timeout=10) == -signal.SIGKILL
+
+    workers.append(WorkerProcess(ours, tmp_path / "second.log", extra_env=env))
+    outcome = await handle.result()
+    assert outcome.state is TaskState.COMPLETED, outcome.reason
+    assert outcome.result is not None
+    report = outcome.result.report
+    assert report.startswith("finding-000 finding-001") and report.count("finding-050 ") == 1
+    asked = [r["body"] for r in streaming_llm.requests() if r["model"] == ours.model_final]
+    assert len(asked) == 2
+    cut = asked[1]["messages"][-2]
+    assert cut["role"] == "assistant" and len(cut["content"]) >= 1500
+    saved = [row for row in outcome.ledger.rows() if row.status == "saved"]
+    assert saved and saved[0].saved_tokens > 0

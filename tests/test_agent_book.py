@@ -10,6 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from activities.agent_calls import limits_for
+from activities.mirror import serialize
 from longtask.agent import (
     AgentBook,
     LongTaskInput,
@@ -82,7 +83,7 @@ def test_a_checkpoint_holds_messages_variables_results_and_cost() -> None:
     assert first.state.variables == {"glossary": ["Tern"]}
     [result] = first.state.step_results
     assert (result["call"], result["step"], result["kind"]) == (1, "turn 1", "model")
-    assert len(result["output"]) == 2000  # the whole text is in the conversation
+    assert len(result["outputs"][0]) == 2000  # the whole text is in the conversation
     assert first.metadata["cost_so_far"] == 0.015 and first.metadata["tokens"] == 15
     assert first.metadata["ledger"][0]["step"] == "turn 1"
     assert second.error == "stopped" and first.error is None
@@ -213,3 +214,12 @@ def test_a_call_retrying_moves_the_state_and_a_late_word_does_not() -> None:
     book.go(TaskState.PAUSED, T0, "")
     book.follow_retries(T0)
     assert state_of(book) is TaskState.PAUSED  # a pause is left only by resume
+
+
+def test_without_text_the_mirror_keeps_no_message_or_output_of_a_long_task() -> None:
+    book = book_for()
+    book.messages.append({"role": "tool", "tool_call_id": "c1", "content": "secret passage"})
+    book.book(book.next_call(), "turn 1", "model", "secret answer", TokenUsage(), CostLedger())
+    stored = serialize(book.checkpoint(T0), mirror_messages=False).checkpoint_json
+    assert "secret" not in stored
+    assert '"tool_call_id":"c1"' in stored and '"step":"turn 1"' in stored

@@ -76,7 +76,9 @@ class AgentBook:
         self.ledger.merge(ledger)
         self.last_model = model or self.last_model
         self.step_results.append(
-            {"call": call, "step": step, "kind": kind, "model": model, "output": _short(output)}
+            # "outputs", as the document agent's step results: LTM_MIRROR_MESSAGES=false
+            # leaves them out of the mirror (activities/mirror.py, without_text).
+            {"call": call, "step": step, "kind": kind, "model": model, "outputs": [_short(output)]}
         )
         del self.step_results[:-STEP_RESULTS_KEPT]
 

@@ -12,14 +12,13 @@ from pydantic import BaseModel
 from activities.agent_calls import limits_for
 from activities.mirror import serialize
 from longtask.agent import (
-    AgentBook,
     LongTaskInput,
     ModelAnswer,
     TaskContext,
     ToolCall,
-    carry_from_checkpoint,
     tool,
 )
+from longtask.agent._book import AgentBook, carry_from_checkpoint
 from longtask.checkpoints import epoch_ms_of
 from longtask.cost import CostLedger, TaskBudget, TokenUsage
 from longtask.policies import TaskType, TimeoutPolicy

@@ -8,7 +8,6 @@ class Translate(LongTask):
 ```
 """
 
-from longtask.agent._book import AgentBook, carry_from_checkpoint
 from longtask.agent._context import (
     CALL_MODEL,
     CALL_RETRYING,
@@ -54,7 +53,6 @@ __all__ = [
     "EMBED_TEXTS",
     "INVALID_TOOL_ARGUMENTS",
     "TOOL_ACTIVITY_PREFIX",
-    "AgentBook",
     "AgentCarry",
     "AgentStatus",
     "BudgetExceededError",
@@ -73,7 +71,6 @@ __all__ = [
     "ToolCall",
     "ToolEnv",
     "ToolRequest",
-    "carry_from_checkpoint",
     "long_task",
     "new_task_id",
     "registered_tools",

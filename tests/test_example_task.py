@@ -92,7 +92,10 @@ async def test_a_long_book_continues_as_new_runs_with_its_glossary(
         text = f"Chapter {number}: the crew met Name{chr(97 + number)} at the harbour."
         (folder / f"{number:02d}.txt").write_text(text, encoding="utf-8")
     monkeypatch.setenv("LTM_TASK_MODULES", "examples.translate")
-    ours = settings.model_copy(update={"task_queue": f"translate-{uuid.uuid4().hex[:8]}"})
+    # No workflow cache: every workflow task replays the run's whole history so far.
+    ours = settings.model_copy(
+        update={"task_queue": f"translate-{uuid.uuid4().hex[:8]}", "max_cached_workflows": 0}
+    )
     async with running_worker(client, ours, redis):
         # A history this short holds a few chapters: the rest go to new runs of the task.
         handle = await start_task_by_name(

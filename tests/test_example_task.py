@@ -12,7 +12,8 @@ from temporalio.client import Client
 from temporalio.worker import Replayer
 
 from examples.translate import Translate
-from longtask.agent import AgentStatus, start_task_by_name
+from longtask.agent import AgentStatus, resume_task_by_name, start_task_by_name
+from longtask.cost import TaskBudget
 from longtask.payload_store import data_converter
 from longtask.settings import Settings
 from longtask.states import TaskState
@@ -115,3 +116,49 @@ async def test_a_long_book_continues_as_new_runs_with_its_glossary(
     ]
     assert sorted(asked) == sorted(p.read_text() for p in folder.iterdir())
     assert outcome.ledger.calls() == 8
+
+
+async def test_a_book_out_of_budget_resumes_by_name_with_its_chapters_kept(
+    client: Client,
+    settings: Settings,
+    llm: LlmServer,
+    redis: Redis,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = tmp_path / "book"
+    folder.mkdir()
+    for name, text in CHAPTERS.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    monkeypatch.setenv("LTM_TASK_MODULES", "examples.translate")
+    ours = settings.model_copy(update={"task_queue": f"translate-{uuid.uuid4().hex[:8]}"})
+    async with running_worker(client, ours, redis):
+        # Dear tokens and a tiny budget: the first chapter spends it all.
+        handle = await start_task_by_name(
+            client,
+            ours,
+            "Translate",
+            {
+                "folder": str(folder),
+                "prices": {ours.model_intermediate: 1000.0},
+                "budget": {"max_cost_usd": 0.001},
+            },
+        )
+        stopped = await handle.result()
+        assert stopped.state is TaskState.BUDGET_EXCEEDED, stopped.reason
+        checkpoint = await latest_checkpoint(redis, handle.id)
+        assert checkpoint is not None
+        assert sorted(checkpoint.state.variables["chapters"]) == ["01-harbour.txt"]
+
+        again = await resume_task_by_name(client, ours, redis, handle.id, budget=TaskBudget())
+        finished = await again.result()
+    assert finished.state is TaskState.COMPLETED, finished.reason
+    assert finished.result is not None and sorted(finished.result.chapters) == sorted(CHAPTERS)
+    assert finished.result.glossary == ["Captain", "Ilsa", "Marrow", "Tern", "Valdby"]
+    # The chapter translated before the budget ran out was not asked again.
+    asked = [
+        r["body"]["messages"][1]["content"]
+        for r in llm.requests()
+        if r["path"].endswith("/chat/completions")
+    ]
+    assert sorted(asked) == sorted(CHAPTERS.values())

@@ -53,6 +53,16 @@ async def start_long_task(
     )
 
 
+def _task_named(name: str) -> type:
+    """The long task of LTM_TASK_MODULES whose workflow is called ``name``."""
+    tasks = load_task_modules(module_names(AgentSettings().task_modules))
+    by_name = {getattr(t, "__temporal_workflow_definition").name: t for t in tasks}
+    if name not in by_name:
+        known = ", ".join(sorted(by_name)) or "none (set LTM_TASK_MODULES)"
+        raise ValueError(f"no long task named {name!r}; known: {known}")
+    return by_name[name]
+
+
 def task_types_of(task_class: type) -> tuple[type[LongTaskInput], Any]:
     """The input model and result type a long task's ``work`` declares."""
     work = task_class.work  # type: ignore[attr-defined]
@@ -66,12 +76,7 @@ async def start_task_by_name(
 ) -> WorkflowHandle[Any, Any]:
     """Start a long task of LTM_TASK_MODULES by its workflow name, with its own parameters
     (the rest of its input comes from the settings)."""
-    tasks = load_task_modules(module_names(AgentSettings().task_modules))
-    by_name = {getattr(t, "__temporal_workflow_definition").name: t for t in tasks}
-    if name not in by_name:
-        known = ", ".join(sorted(by_name)) or "none (set LTM_TASK_MODULES)"
-        raise ValueError(f"no long task named {name!r}; known: {known}")
-    input_type, result_type = task_types_of(by_name[name])
+    input_type, result_type = task_types_of(_task_named(name))
     request = input_type.model_validate(
         {**task_defaults(settings), "task_id": new_task_id(), **params}
     )
@@ -104,3 +109,15 @@ async def resume_long_task(
     carried = carry_from_checkpoint(checkpoint)
     resumed = request.model_copy(update={"carried": carried, **overrides})
     return await start_long_task(client, settings, started.workflow_type.name, resumed, result_type)
+
+
+async def resume_task_by_name(
+    client: Client, settings: Settings, redis: Redis, task_id: str, **overrides: Any
+) -> WorkflowHandle[Any, Any]:
+    """``resume_long_task`` for a task of LTM_TASK_MODULES, its types found by its name."""
+    history = await client.get_workflow_handle(task_id).fetch_history()
+    name = history.events[0].workflow_execution_started_event_attributes.workflow_type.name
+    input_type, result_type = task_types_of(_task_named(name))
+    return await resume_long_task(
+        client, settings, redis, task_id, input_type, result_type, **overrides
+    )

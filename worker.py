@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker
 
+from activities.agents import agent_activities
 from activities.backpressure import LoopPressure
 from activities.batch import DocumentBatches
 from activities.checkpoint_sink import CheckpointSink, serving
@@ -35,6 +36,7 @@ from longtask.connections import connect_redis, connect_temporal
 from longtask.process_exit import exit_now
 from longtask.retention import keep_pruning
 from longtask.settings import Settings, SettingsError, load_settings
+from workflows.agents import agent_workflows
 from workflows.document_task import DocumentTaskWorkflow
 
 log = logging.getLogger("worker")
@@ -80,7 +82,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[DocumentTaskWorkflow],
+        workflows=[DocumentTaskWorkflow, *agent_workflows()],
         activities=[
             loader.load_documents,
             checker.check_models,
@@ -91,6 +93,7 @@ def build_worker(
             steps.write_report,
             mirror.write_checkpoint,
             mirror.load_resume_state,
+            *agent_activities(client, settings, llm, redis),
         ],
         max_concurrent_activities=settings.worker_activity_slots,
         max_heartbeat_throttle_interval=heartbeat / 8,

@@ -56,3 +56,16 @@ def join_continuation(prefix: str, continuation: str) -> str:
 def estimate_tokens(text: str) -> int:
     """About four characters a token: what the saved text would have cost to generate again."""
     return len(text) // 4
+
+
+def estimate_prompt_tokens(messages: object) -> int:
+    """What a provider bills for a chat request's messages when no usage came back (a stream
+    cut before its end): about four characters a token, counted message by message."""
+    if not isinstance(messages, list):
+        return 0
+    total = 0
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            total += len(content) // 4
+    return total

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel
 
+from activities.continuation import estimate_prompt_tokens, estimate_tokens
 from activities.errors import StreamBrokenError
 from longtask.policies import ErrorKind
 from longtask.tracing import traced_provider_call
@@ -24,6 +26,18 @@ class ChatAnswer(BaseModel):
     # What the provider's pace was, for limits that learn it (activities/latency.py).
     first_chunk_seconds: float = 0.0
     longest_gap_seconds: float = 0.0
+
+
+@dataclass
+class StreamTally:
+    """What one attempt's stream did: whether the provider began its answer (from then on it
+    bills the prompt) and the pieces it sent, for the ledger of an attempt that fails."""
+
+    responded: bool = False
+    parts: list[str] = field(default_factory=list)
+
+    def streamed_tokens(self) -> int:
+        return estimate_tokens("".join(self.parts))
 
 
 class CallLimits(BaseModel):
@@ -58,6 +72,7 @@ async def stream_chat(
     messages: list[ChatCompletionMessageParam],
     limits: CallLimits,
     on_text: Callable[[list[str], int], None],
+    tally: StreamTally | None = None,
 ) -> ChatAnswer:
     """A streamed chat completion.
 
@@ -84,6 +99,9 @@ async def stream_chat(
                     stream_options={"include_usage": True},
                     timeout=limits.total,
                 )
+                if tally is not None:  # the provider began its answer: it bills the prompt
+                    tally.responded = True
+                    tally.parts = parts
                 async for chunk in stream:
                     now = loop.time()
                     watchdog.reschedule(now + limits.stall)
@@ -114,8 +132,14 @@ async def stream_chat(
         raise StreamBrokenError(
             f"stream ended after {chunks} chunks without a finish reason", ErrorKind.CONNECTION
         )
+    text = "".join(parts)
+    if prompt_tokens == completion_tokens == 0:
+        # A whole answer whose usage chunk did not come (cut after its finish reason): billed
+        # all the same, so estimated as the provider counts.
+        prompt_tokens = estimate_prompt_tokens(messages)
+        completion_tokens = max(1, estimate_tokens(text))
     return ChatAnswer(
-        text="".join(parts),
+        text=text,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         first_chunk_seconds=first_chunk,
@@ -128,9 +152,10 @@ async def chat(
     model: str,
     messages: list[ChatCompletionMessageParam],
     limits: CallLimits,
+    tally: StreamTally | None = None,
 ) -> ChatAnswer:
     """A chat completion, streamed so that a hung call is told apart from a slow one."""
-    return await stream_chat(client, model, messages, limits, lambda parts, chunks: None)
+    return await stream_chat(client, model, messages, limits, lambda parts, chunks: None, tally)
 
 
 @traced_provider_call("embed")

@@ -110,12 +110,15 @@ class StepReporter:
         self.costs.record(self.kind.value, model, attempt, "success", prompt, completion)
         record_tokens(self.kind.value, model, prompt, completion)
 
-    def attempt_failed(self, model: str, attempt: int, status: str, streamed: int) -> None:
-        """Book a failed attempt; ``streamed`` tokens it sent before the cut are billed."""
-        self.usage.add(model, 0, streamed)
-        self.costs.record(self.kind.value, model, attempt, status, 0, streamed)
-        if streamed:
-            record_tokens(self.kind.value, model, 0, streamed)
+    def attempt_failed(
+        self, model: str, attempt: int, status: str, streamed: int, prompt: int = 0
+    ) -> None:
+        """Book a failed attempt: a stream cut after the provider began its answer is billed
+        for its ``prompt`` and for the ``streamed`` tokens it sent before the cut."""
+        self.usage.add(model, prompt, streamed)
+        self.costs.record(self.kind.value, model, attempt, status, prompt, streamed)
+        if prompt or streamed:
+            record_tokens(self.kind.value, model, prompt, streamed)
 
     def tokens_saved(self, model: str, tokens: int) -> None:
         """Completion tokens a continued stream did not pay again."""

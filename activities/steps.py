@@ -21,6 +21,7 @@ from activities.attempts import ProviderFailure, handover, step_failure
 from activities.backpressure import LoopPressure
 from activities.continuation import (
     continuation_messages,
+    estimate_prompt_tokens,
     estimate_tokens,
     join_continuation,
     worth_continuing,
@@ -30,7 +31,7 @@ from activities.errors import StreamBrokenError, advice_for, kind_of
 from activities.latency import LatencyBook
 from activities.metrics import record_attempt, record_saved_tokens, record_step
 from activities.partials import PartialMirror
-from activities.provider import CallLimits, ChatAnswer, chat, embed, stream_chat
+from activities.provider import CallLimits, ChatAnswer, StreamTally, chat, embed, stream_chat
 from activities.rate_limits import SharedRateLimiter, estimate_request_tokens
 from activities.reporting import ActivityPulse, StepReporter, slot_of
 from longtask.models import StepRequest, StepResult
@@ -180,7 +181,7 @@ class DocumentSteps:
         reporter: StepReporter,
         item: int,
         where: str,
-        call: Callable[[CallLimits], Awaitable[Answer]],
+        call: Callable[[CallLimits, StreamTally], Awaitable[Answer]],
         asked: object,
     ) -> Answer:
         """One provider attempt of one call, under that call's own attempt's limits.
@@ -198,8 +199,9 @@ class DocumentSteps:
         async with self._pressure.slot():
             started = time.monotonic()
             status = "success"
+            tally = StreamTally()
             try:
-                answer = await call(limits)
+                answer = await call(limits, tally)
                 self._observe(request.model, kind, answer, time.monotonic() - started)
                 return answer
             except asyncio.CancelledError:
@@ -208,10 +210,12 @@ class DocumentSteps:
             except Exception as error:
                 failed_as = kind_of(error)
                 status = "timeout" if failed_as is ErrorKind.TIMEOUT else "error"
-                # A stream cut after it started is billed for what it sent: that is paid for.
-                streamed = estimate_tokens(reporter.streamed_text()) if reporter.chunks else 0
+                # A stream cut after the provider began it is billed: its prompt, and what it
+                # sent. No usage came with it, so both are estimated as the provider counts.
+                streamed = tally.streamed_tokens()
+                prompt = estimate_prompt_tokens(asked) if tally.responded else 0
                 reporter.attempt_failed(
-                    request.model, attempt + 1, failed_as.value.lower(), streamed
+                    request.model, attempt + 1, failed_as.value.lower(), streamed, prompt
                 )
                 raise ProviderFailure(item, where, error, self._api_key) from error
             finally:
@@ -280,7 +284,7 @@ class DocumentSteps:
             where = f"embed batch {batch + 1}/{batches} of {request.document.name}"
             vectors, tokens = await self._attempt(
                 request, reporter, batch, where,
-                lambda limits: embed(self._llm, request.model, texts, limits), texts,
+                lambda limits, _tally: embed(self._llm, request.model, texts, limits), texts,
             )  # fmt: skip
             scores = [_cosine(vectors[0], vector) for vector in vectors[1:]]
             reporter.item_done(batch, json.dumps(scores), request.model, tokens, 0)
@@ -301,7 +305,9 @@ class DocumentSteps:
             messages = prompts.summarize_page(request.document.name, page, pages[page])
             answer = await self._attempt(
                 request, reporter, page, where,
-                lambda limits: with_text(chat(self._llm, request.model, messages, limits)),
+                lambda limits, tally: with_text(
+                    chat(self._llm, request.model, messages, limits, tally)
+                ),
                 messages,
             )  # fmt: skip
             reporter.item_done(
@@ -337,8 +343,8 @@ class DocumentSteps:
             reporter.streaming(parts, chunks)
             mirror.offer(reporter.partial_text(), chunks)
 
-        def call(limits: CallLimits) -> Awaitable[ChatAnswer]:
-            answer = stream_chat(self._llm, request.model, asked, limits, on_text)
+        def call(limits: CallLimits, tally: StreamTally) -> Awaitable[ChatAnswer]:
+            answer = stream_chat(self._llm, request.model, asked, limits, on_text, tally)
             # A continuation may rightly add nothing to the text it was given.
             return answer if resumed else with_text(answer)
 

@@ -176,6 +176,60 @@ def server_bill_by_model(
     return bills
 
 
+# A worker books a call's tokens with its next heartbeat (an eighth of the heartbeat timeout):
+# an answer that ended this shortly before a SIGKILL may have died with its worker unbooked.
+KILL_GRACE_SECONDS = 1.0
+
+
+def in_flight_at_a_kill(record: dict[str, Any], kill_times: list[float]) -> bool:
+    """Whether a request was still with its worker when one was killed: the answer (or its
+    cut) reached a worker that died before it could book it."""
+    started, ended = record.get("started_at"), record.get("ended_at")
+    if not isinstance(started, int | float) or not isinstance(ended, int | float):
+        return False
+    return any(started <= kill <= ended + KILL_GRACE_SECONDS for kill in kill_times)
+
+
+# A stream the server cut may count as sent one piece the client never received (a piece is
+# a word or two: at most this many tokens).
+PIECE_IN_TRANSIT_TOKENS = 4
+
+
+def streams_cut_by_faults(records: list[dict[str, Any]]) -> Counter[str]:
+    """Per model, the streams the server began and then cut on purpose (a fault)."""
+    cut: Counter[str] = Counter()
+    for record in records:
+        body = record.get("body")
+        if record["status"] == 200 and record.get("fault") and isinstance(body, dict):
+            cut[str(body.get("model", "?"))] += 1
+    return cut
+
+
+def ledger_matches_bill(
+    booked: dict[str, Tokens],
+    billed: dict[str, Tokens],
+    lost_to_kills: dict[str, Tokens],
+    cut_streams: Counter[str],
+) -> Check:
+    """The ledger books what the provider billed: never more, and less only by calls that
+    were in flight in a worker when it was SIGKILLed (the worker died with what it knew) and,
+    for a stream the server cut, by the piece still on its way when it cut."""
+    problems = []
+    for model in sorted(set(booked) | set(billed)):
+        have, bill = booked.get(model, Tokens()), billed.get(model, Tokens())
+        lost = lost_to_kills.get(model, Tokens()).model_copy()
+        lost.completion_tokens += cut_streams[model] * PIECE_IN_TRANSIT_TOKENS
+        fields = ("requests", "prompt_tokens", "completion_tokens")
+        over = [f for f in fields if getattr(have, f) > getattr(bill, f)]
+        short = [f for f in fields if getattr(have, f) < getattr(bill, f) - getattr(lost, f)]
+        if over or short:
+            problems.append(
+                f"{model}: ledger {have.model_dump()}, server {bill.model_dump()}, "
+                f"in flight at kills {lost.model_dump()}"
+            )
+    return Check(name="ledger equals the LLM server's bill", problems=problems)
+
+
 def total_of(entries: Iterable[Tokens]) -> Tokens:
     total = Tokens()
     for entry in entries:
@@ -214,16 +268,6 @@ def ledger_by_model(result: TaskResult) -> dict[str, Tokens]:
         entry.prompt_tokens += row.prompt_tokens
         entry.completion_tokens += row.completion_tokens
     return booked
-
-
-def ledger_matches_bill(booked: dict[str, Tokens], billed: dict[str, Tokens]) -> Check:
-    problems = [
-        f"{model}: ledger {booked.get(model, Tokens()).model_dump()}, "
-        f"server {billed.get(model, Tokens()).model_dump()}"
-        for model in sorted(set(booked) | set(billed))
-        if booked.get(model, Tokens()) != billed.get(model, Tokens())
-    ]
-    return Check(name="ledger equals the LLM server's bill", problems=problems)
 
 
 def _conversation(messages: list[Any]) -> list[Any]:

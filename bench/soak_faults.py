@@ -50,6 +50,8 @@ class Injected(BaseModel):
     temporal_restarts: int = 0
     provider_faults: dict[str, int] = Field(default_factory=dict)
     streams_cut_by_kills: int = 0
+    # When each SIGKILL was sent, on the system's monotonic clock (the LLM server's log too).
+    kill_times: list[float] = Field(default_factory=list)
     query_failures: list[str] = Field(default_factory=list)
 
 
@@ -153,6 +155,7 @@ async def _kill_one(
     if not candidates:
         return False
     victim = rng.choice(candidates)
+    injected.kill_times.append(time.monotonic())
     victim.process.send_signal(signal.SIGKILL)
     await asyncio.to_thread(victim.process.wait, 30)
     workers.forget(victim)

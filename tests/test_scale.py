@@ -190,3 +190,33 @@ async def test_a_spent_budget_stops_the_task_and_a_larger_one_finishes_it(
     calls = llm.count("/chat/completions") + llm.count("/embeddings")
     assert calls == documents * CALLS_PER_DOCUMENT
     assert finished.cost_so_far > stopped.cost_so_far
+
+
+async def test_streams_cut_by_the_provider_are_booked_as_billed(
+    client: Client, settings: Settings, worker: Worker, llm: LlmServer, tmp_path: Path
+) -> None:
+    """A stream the provider began and then cut is billed for its prompt: the ledger books it
+    too (estimated as the provider counts, since no usage came), and the retry's tokens."""
+    write_corpus(tmp_path / "corpus", 3)
+    llm.add(
+        {"type": "stream_fault", "kind": "disconnect", "after_chunks": 3,
+         "match": {"model": "gemini-2.5-flash"}},
+        {"type": "stream_fault", "kind": "truncate", "after_chunks": 2,
+         "match": {"model": settings.model_intermediate}},
+    )  # fmt: skip
+    _task, handle = await start(client, settings, [tmp_path / "corpus"])
+    result = await handle.result()
+    assert result.state is TaskState.COMPLETED
+
+    served = llm.requests()
+    cut = [r for r in served if r["status"] == 200 and r.get("fault")]
+    assert len(cut) == 2, "both faults cut a stream"
+    billed: Counter[str] = Counter()
+    for request in served:
+        if request["status"] < 400:
+            billed[request["body"]["model"]] += _server_prompt_tokens(request)
+    booked: Counter[str] = Counter()
+    for row in result.ledger.rows():
+        booked[row.model] += row.prompt_tokens
+    assert booked == billed
+    assert sum(row.calls for row in result.ledger.rows()) == len(served)

@@ -227,7 +227,7 @@ def ledger_matches_bill(
                 f"{model}: ledger {have.model_dump()}, server {bill.model_dump()}, "
                 f"in flight at kills {lost.model_dump()}"
             )
-    return Check(name="ledger equals the LLM server's bill", problems=problems)
+    return Check(name="ledger matches the LLM server's bill", problems=problems)
 
 
 def total_of(entries: Iterable[Tokens]) -> Tokens:

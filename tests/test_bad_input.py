@@ -303,10 +303,10 @@ def test_the_starter_warns_of_a_missing_path_and_refuses_when_none_exists(
     settings = Settings(temporal_address="127.0.0.1:1")
     missing = tmp_path / "missing.txt"
     warned = run_starter(settings, "start", str(EXAMPLES), str(missing))
-    assert f"starter: warning: {missing}: no such file or folder here; check the path" in (
+    assert f"starter.py: warning: {missing}: no such file or folder here; check the path" in (
         warned.stderr
     )
     assert warned.returncode == 1  # it went on to connect, and found no server
     refused = run_starter(settings, "start", str(missing))
     assert refused.returncode == 2
-    assert f"starter: {missing}: no such file or folder; check the path" in refused.stderr
+    assert f"{missing}: no such file or folder; check the path" in refused.stderr

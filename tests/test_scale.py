@@ -202,7 +202,7 @@ async def test_streams_cut_by_the_provider_are_booked_as_billed(
         {"type": "stream_fault", "kind": "disconnect", "after_chunks": 3,
          "match": {"model": "gemini-2.5-flash"}},
         {"type": "stream_fault", "kind": "truncate", "after_chunks": 2,
-         "match": {"model": settings.model_intermediate}},
+         "match": {"model": settings.model_final}},
     )  # fmt: skip
     _task, handle = await start(client, settings, [tmp_path / "corpus"])
     result = await handle.result()

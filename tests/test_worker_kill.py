@@ -27,7 +27,8 @@ async def test_sigkill_mid_task_then_a_new_worker_finishes_it(
     tmp_path: Path,
 ) -> None:
     llm.add({"type": "delay", "seconds": 0.4, "times": None})
-    pages, documents = 10, 2
+    # Long enough that a status poll on a loaded machine finds it mid-way.
+    pages, documents = 20, 2
     paths = write_documents(tmp_path / "docs", count=documents, pages=pages)
     first = WorkerProcess(settings, tmp_path / "first.log")
     workers.append(first)

@@ -4,6 +4,7 @@ tool turns, and its history replays (on a worker without a cache, too)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from tests.agents import FAST_POLICY, latest_checkpoint, running_worker
 from tests.conftest import EXAMPLES, PAYLOAD_THRESHOLD, TEST_API_KEY
 from tests.record_history import holds_secret
 from tests.servers import LlmServer
+from tests.test_cli import run_starter
 from workflows.research import ResearchTask
 
 QUESTION = "What went wrong in the incident, and what was decided?"
@@ -153,3 +155,26 @@ async def test_a_report_cut_mid_stream_continues_from_its_text(
     rows = [row for row in outcome.ledger.rows() if row.step == "report"]
     assert {row.status for row in rows} == {"connection", "success", "saved"}
     assert next(row for row in rows if row.status == "saved").saved_tokens > 0
+
+
+async def test_the_starter_runs_the_research_agent(
+    client: Client, tool_settings: Settings, tool_llm: LlmServer, redis: Redis
+) -> None:
+    """`starter.py run research PATH... --question TEXT`, as the README says."""
+    async with running_worker(client, tool_settings, redis):
+        ran = await asyncio.to_thread(
+            run_starter,
+            tool_settings,
+            *("run", "research", str(EXAMPLES), "--question", QUESTION, "--max-turns", "3"),
+        )
+    assert ran.returncode == 0, ran.stderr
+    assert "Sources" in ran.stdout
+    assert "completed:" in ran.stdout.splitlines()[-1]
+    asked = [r for r in tool_llm.requests() if r["path"].endswith("/chat/completions")]
+    assert any(m.get("role") == "tool" for r in asked for m in r["body"]["messages"])
+
+    refused = await asyncio.to_thread(
+        run_starter, tool_settings, "start", str(EXAMPLES), "--question", QUESTION
+    )
+    assert refused.returncode == 2
+    assert "start research PATH... --question TEXT" in refused.stderr

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from temporalio.service import RPCError
@@ -95,6 +96,32 @@ class Command:
         )
         return await self.watch(task_id)
 
+    async def research(self, question: str, paths: list[str]) -> int:
+        """Start the research agent (longtask/research.py); `run` waits and prints its report."""
+        from longtask.research import start_research
+
+        settings = self.tasks.settings
+        handle = await start_research(
+            self.tasks.temporal,
+            settings,
+            question,
+            paths,
+            task_id=self.args.task_id,
+            max_turns=self.args.max_turns,
+        )
+        await self.warn_without_worker("the task waits until one does")
+        if self.args.command == "start":
+            print(handle.id)
+            return 0
+        outcome = await handle.result()
+        if outcome.result is None:
+            print(f"task {handle.id} {outcome.state.value}: {outcome.reason}", file=sys.stderr)
+            return FAILED_EXIT
+        print(outcome.result.report)
+        print(f"{outcome.state.value}: {outcome.result.turns} turn(s), cost so far "
+              f"${outcome.cost_so_far:.6f}")  # fmt: skip
+        return 0
+
     async def watch(self, task_id: str) -> int:
         await self.tasks.describe_status(task_id)
         await self.warn_without_worker("progress shows once a worker runs the task")
@@ -145,9 +172,25 @@ class Command:
         return 0
 
 
+def research_request(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """The research agent's question and documents, from `start research PATH... --question`."""
+    paths = args.paths[1:] if args.paths[0] == "research" else args.paths
+    if not args.question or args.paths[0] != "research":
+        raise UsageError("the research agent takes `start research PATH... --question TEXT`")
+    if not paths:
+        raise UsageError("research needs documents: `start research PATH... --question TEXT`")
+    if args.max_turns < 1:
+        raise UsageError("--max-turns must be at least 1")
+    return args.question, [str(Path(path).resolve()) for path in paths]
+
+
 async def dispatch(args: argparse.Namespace, settings: Settings, prog: str) -> int:
     # Bad input is refused before any connection is attempted.
     task = None
+    if args.command in ("run", "start") and (args.paths[0] == "research" or args.question):
+        question, paths = research_request(args)
+        command = Command(args, await TaskClient.connect(settings), prog)
+        return await command.research(question, paths)
     if args.command in ("run", "start"):
         models = {kind: getattr(args, f"model_{kind}") for kind in MODEL_KINDS}
         budget = checked_budget(args.budget_usd, args.budget_tokens, settings_budget(settings))

@@ -87,7 +87,16 @@ def parser(prog: str = "ltm") -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in (("run", "start a task and watch it"), ("start", "start a task")):
         command = add_command(commands, name, text)
-        command.add_argument("paths", nargs="+", help=".txt, .md or .pdf files, or folders")
+        command.add_argument(
+            "paths",
+            nargs="+",
+            help=".txt, .md or .pdf files, or folders; `research PATH... --question Q` starts "
+            "the research agent on them instead of the document agent",
+        )
+        command.add_argument("--question", help="the research agent's question")
+        command.add_argument(
+            "--max-turns", type=int, default=6, help="research: tool turns before the report"
+        )
         command.add_argument("--task-id", help="id to give the task (default: generated)")
         command.add_argument(
             "--new-run",

@@ -7,14 +7,16 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from activities.provider import make_client
 from longtask.connections import connect_redis
 from longtask.live_view import query_status
+from longtask.models import TaskInput, TaskResult, TaskStatus
 from longtask.settings import Settings
 from longtask.states import TaskState
 from tests.servers import LlmServer, RedisServer
@@ -43,6 +45,26 @@ async def outage_settings(
     await redis.aclose()
 
 
+async def redis_stopped_mid_task(
+    client: Client,
+    settings: Settings,
+    redis_server: RedisServer,
+    llm: LlmServer,
+    tmp_path: Path,
+    documents: int,
+    steps_without: int,
+) -> tuple[TaskInput, WorkflowHandle[Any, TaskResult], TaskStatus]:
+    """A task of slow steps, one document at a time, whose Redis stops after its third step;
+    answers once the task reached ``steps_without`` steps without it."""
+    llm.add({"type": "delay", "seconds": 0.2, "times": None})
+    paths = write_documents(tmp_path / "docs", count=documents, pages=4)
+    task, handle = await start(client, settings, paths, document_concurrency=1)
+    await wait_for_status(handle, lambda s: s.record.step >= 3)
+    redis_server.stop()
+    status = await wait_for_status(handle, lambda s: s.record.step >= steps_without, seconds=60)
+    return task, handle, status
+
+
 async def test_redis_killed_and_back_empty_mid_task(
     client: Client,
     outage_settings: Settings,
@@ -50,13 +72,9 @@ async def test_redis_killed_and_back_empty_mid_task(
     llm: LlmServer,
     tmp_path: Path,
 ) -> None:
-    llm.add({"type": "delay", "seconds": 0.2, "times": None})
-    paths = write_documents(tmp_path / "docs", count=3, pages=4)
-    task, handle = await start(client, outage_settings, paths, document_concurrency=1)
-    await wait_for_status(handle, lambda s: s.record.step >= 3)
-
-    own_redis.stop()
-    during = await wait_for_status(handle, lambda s: s.record.step >= 10, seconds=60)
+    task, handle, during = await redis_stopped_mid_task(
+        client, outage_settings, own_redis, llm, tmp_path, documents=3, steps_without=10
+    )
     assert during.state is TaskState.RUNNING  # the task went on without its mirror
     own_redis.start()  # same port, nothing in it
 
@@ -99,12 +117,9 @@ async def test_the_mirror_follows_the_task_again_after_redis_was_away(
     tmp_path: Path,
 ) -> None:
     """A failed write does not end mirroring: once Redis is back the mirror keeps up."""
-    llm.add({"type": "delay", "seconds": 0.2, "times": None})
-    paths = write_documents(tmp_path / "docs", count=6, pages=4)
-    task, handle = await start(client, outage_settings, paths, document_concurrency=1)
-    await wait_for_status(handle, lambda s: s.record.step >= 3)
-    own_redis.stop()
-    away = await wait_for_status(handle, lambda s: s.record.step >= 8, seconds=60)
+    task, handle, away = await redis_stopped_mid_task(
+        client, outage_settings, own_redis, llm, tmp_path, documents=6, steps_without=8
+    )
     own_redis.start()  # empty, while the task still runs
 
     redis = connect_redis(outage_settings)

@@ -7,11 +7,11 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import openai
 from openai.types.chat import ChatCompletionMessageParam
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from activities.continuation import estimate_prompt_tokens, estimate_tokens
 from activities.errors import StreamBrokenError
@@ -19,10 +19,20 @@ from longtask.policies import ErrorKind
 from longtask.tracing import traced_provider_call
 
 
+class StreamedToolCall(BaseModel):
+    """A tool call the model asked for, put together from its streamed pieces."""
+
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
 class ChatAnswer(BaseModel):
     text: str
     prompt_tokens: int
     completion_tokens: int
+    finish_reason: str = "stop"
+    tool_calls: list[StreamedToolCall] = Field(default_factory=list)
     # What the provider's pace was, for limits that learn it (activities/latency.py).
     first_chunk_seconds: float = 0.0
     longest_gap_seconds: float = 0.0
@@ -73,6 +83,7 @@ async def stream_chat(
     limits: CallLimits,
     on_text: Callable[[list[str], int], None],
     tally: StreamTally | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> ChatAnswer:
     """A streamed chat completion.
 
@@ -83,6 +94,7 @@ async def stream_chat(
     reason is never taken as complete.
     """
     parts: list[str] = []
+    calls: dict[int, StreamedToolCall] = {}
     chunks = 0
     finish: str | None = None
     prompt_tokens = completion_tokens = 0
@@ -98,6 +110,7 @@ async def stream_chat(
                     stream=True,
                     stream_options={"include_usage": True},
                     timeout=limits.total,
+                    tools=cast(Any, tools) if tools else openai.omit,
                 )
                 if tally is not None:  # the provider began its answer: it bills the prompt
                     tally.responded = True
@@ -117,6 +130,12 @@ async def stream_chat(
                     for choice in chunk.choices:
                         if choice.delta.content:
                             parts.append(choice.delta.content)
+                        for delta in choice.delta.tool_calls or []:
+                            call = calls.setdefault(delta.index, StreamedToolCall())
+                            call.id = delta.id or call.id
+                            if delta.function is not None:
+                                call.name = delta.function.name or call.name
+                                call.arguments += delta.function.arguments or ""
                         if choice.finish_reason is not None:
                             finish = choice.finish_reason
                     on_text(parts, chunks)
@@ -142,6 +161,8 @@ async def stream_chat(
         text=text,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
+        finish_reason=finish,
+        tool_calls=[calls[index] for index in sorted(calls)],
         first_chunk_seconds=first_chunk,
         longest_gap_seconds=longest_gap,
     )

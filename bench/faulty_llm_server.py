@@ -24,7 +24,6 @@ import json
 import math
 import os
 import random
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -39,8 +38,8 @@ from llmock.scenarios import Match, StreamFault
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bench.processes import serving
 from longtask.settings import Settings
-from tests.servers import wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT_PATH = "/chat/completions"
@@ -283,23 +282,11 @@ def paced_llm_app() -> ASGIApp:
 def faulty_llm_server(settings: Settings, plan: FaultPlan) -> Iterator[None]:
     """The benchmark's LLM server on the stack's LLM port, in its own process."""
     host, port = settings.llm_host_port
-    log = settings.state_dir / "logs" / "llm.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "uvicorn", "--factory", "bench.faulty_llm_server:paced_llm_app",
         "--host", host, "--port", str(port), "--log-level", "warning",
         "--timeout-graceful-shutdown", "2",
     ]  # fmt: skip
     env = {**os.environ, PLAN_VARIABLE: plan.model_dump_json()}
-    with log.open("ab") as sink:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=sink)
-    try:
-        wait_for_port(port, process)
+    with serving(command, port, settings.state_dir / "logs" / "llm.log", cwd=ROOT, env=env):
         yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

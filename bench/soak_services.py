@@ -11,14 +11,13 @@ import contextlib
 import io
 import json
 import shutil
-import subprocess
 from collections.abc import Iterator
 
 from pydantic import BaseModel, Field
 
+from bench.processes import serving
 from longtask import stack
 from longtask.settings import Settings
-from tests.servers import wait_for_port
 
 # A random stall lasts far past the product's stall limit, so only the client can end it.
 STALL_SECONDS = 30
@@ -54,8 +53,6 @@ class ProviderFaults(BaseModel):
 def faulty_llm_server(settings: Settings, faults: ProviderFaults) -> Iterator[None]:
     """llmock on the stack's LLM port with random faults; stopped on the way out."""
     host, port = settings.llm_host_port
-    logs = settings.state_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     command = [
         stack.installed_tool("llmock"), "serve", "--host", host, "--port", str(port),
         "--log-level", "warning",
@@ -64,18 +61,8 @@ def faulty_llm_server(settings: Settings, faults: ProviderFaults) -> Iterator[No
         "--stream-stall-seconds", str(STALL_SECONDS),
         *faults.arguments(),
     ]  # fmt: skip
-    with (logs / "llm.log").open("ab") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, process)
+    with serving(command, port, settings.state_dir / "logs" / "llm.log"):
         yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class PortTaken(RuntimeError):

@@ -65,6 +65,17 @@ async def redis_stopped_mid_task(
     return task, handle, status
 
 
+async def newest_checkpoint(redis: Redis, task_id: str) -> tuple[str, Any]:
+    """The id and JSON of the task's newest checkpoint, once Redis holds one: the last write
+    may still be on its way (bounded: 15 s)."""
+    for _ in range(150):
+        if await redis.exists(f"task:{task_id}:latest"):
+            break
+        await asyncio.sleep(0.1)
+    latest = await read_text(redis, f"task:{task_id}:latest")
+    return latest, await read_json(redis, f"checkpoint:{latest}")
+
+
 async def test_redis_killed_and_back_empty_mid_task(
     client: Client,
     outage_settings: Settings,
@@ -83,12 +94,7 @@ async def test_redis_killed_and_back_empty_mid_task(
 
     redis = connect_redis(outage_settings)
     try:
-        for _ in range(100):  # the last write may still be on its way
-            if await redis.exists(f"task:{task.task_id}:latest"):
-                break
-            await asyncio.sleep(0.1)
-        latest = await read_text(redis, f"task:{task.task_id}:latest")
-        checkpoint = await read_json(redis, f"checkpoint:{latest}")
+        latest, checkpoint = await newest_checkpoint(redis, task.task_id)
         assert checkpoint["progress"] == 100.0
         assert checkpoint["state"]["variables"]["state"] == "completed"
         assert len(checkpoint["state"]["step_results"]) == 3 * 4
@@ -165,13 +171,7 @@ async def test_redis_gone_as_the_task_ends_leaves_it_completed(
     own_redis.start()  # back, empty: the worker's sink still holds the final checkpoint
     redis = connect_redis(outage_settings)
     try:
-        for _ in range(150):
-            if await redis.exists(f"task:{task.task_id}:latest"):
-                break
-            await asyncio.sleep(0.1)
-        checkpoint = await read_json(
-            redis, f"checkpoint:{await read_text(redis, f'task:{task.task_id}:latest')}"
-        )
+        _latest, checkpoint = await newest_checkpoint(redis, task.task_id)
         assert checkpoint["state"]["variables"]["state"] == "completed"
         assert checkpoint["progress"] == 100.0
     finally:

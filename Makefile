@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 .PHONY: demo test test-loaded install up down status worker lint typecheck clean
 
 demo: $(INSTALLED)
-	$(BIN)/python -m longtask.demo
+	$(BIN)/python -m longtask.tooling.demo
 
 test: $(INSTALLED)
 	$(BIN)/ruff check .
@@ -31,13 +31,13 @@ $(INSTALLED): pyproject.toml constraints.txt
 	touch $(INSTALLED)
 
 up: $(INSTALLED)
-	$(BIN)/python -m longtask.stack up
+	$(BIN)/python -m longtask.tooling.stack up
 
 down: $(INSTALLED)
-	$(BIN)/python -m longtask.stack down
+	$(BIN)/python -m longtask.tooling.stack down
 
 status: $(INSTALLED)
-	$(BIN)/python -m longtask.stack status
+	$(BIN)/python -m longtask.tooling.stack status
 
 worker: $(INSTALLED)
 	$(BIN)/python worker.py

@@ -27,14 +27,14 @@ from activities.documents import read_pages
 from activities.latency import LatencyBook
 from activities.provider import CallLimits, chat, embed, make_client
 from activities.steps import KEY_PASSAGE_QUERY, KEY_PASSAGES, _cosine
-from longtask.corpus import at_least_one, write_corpus
 from longtask.models import ModelRoute
 from longtask.policies import StepKind, TimeoutPolicy
 from longtask.settings import Settings, SettingsError, load_settings
 from longtask.text import EMBED_BATCH, chunks_of, embed_batches
+from longtask.tooling.corpus import at_least_one, write_corpus
 
 # The same llmock launcher the tests use: one place knows how to start it on a free port.
-from tests.servers import LlmServer
+from longtask.tooling.servers import LlmServer
 
 # The local LLM server as SPEC section 9 measured it: answers at once, streams without pauses.
 LLM_SERVER_ARGS = ("--latency-ms", "0", "--stream-chunk-delay-ms", "0")

@@ -52,11 +52,11 @@ from bench.harness import (
 )
 from bench.server_bill import ServerBill, bill, forget_requests, server_requests
 from longtask.connections import connect_temporal
-from longtask.corpus import at_least_one, write_corpus
-from longtask.live_view import query_status
 from longtask.models import TaskResult
 from longtask.settings import Settings
 from longtask.states import TERMINAL_STATES, TaskState
+from longtask.tooling.corpus import at_least_one, write_corpus
+from longtask.tooling.live_view import query_status
 
 # One batch of four documents in flight: a single busy worker, and a standby.
 DOCUMENTS_IN_FLIGHT = 4

@@ -21,13 +21,13 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowHandle
 
-from longtask import stack
 from longtask.models import TaskInput, TaskResult, TaskStatus
 from longtask.settings import Settings
 from longtask.task_resume import outcome
 from longtask.task_start import start_task, task_input
-from tests.servers import free_port
-from tests.workers import WorkerProcess
+from longtask.tooling import stack
+from longtask.tooling.servers import free_port
+from longtask.tooling.worker_process import WorkerProcess
 
 Figures = TypeVar("Figures", bound=BaseModel)
 

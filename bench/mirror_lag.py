@@ -53,10 +53,10 @@ from bench.harness import (
 )
 from longtask.checkpoints import checkpoint_key
 from longtask.connections import connect_temporal
-from longtask.corpus import at_least_one, write_corpus
 from longtask.redis_auth import redis_url_with_password
 from longtask.settings import Settings
 from longtask.states import TaskState
+from longtask.tooling.corpus import at_least_one, write_corpus
 
 TASK_PREFIX = "mirror-lag"
 # Each task: 4 documents in flight, in batches of one, so each finished one is checkpointed.

@@ -35,9 +35,9 @@ from bench.harness import (
     start_job,
 )
 from longtask.connections import connect_temporal
-from longtask.corpus import at_least_one, write_corpus
 from longtask.settings import Settings
 from longtask.states import TaskState
+from longtask.tooling.corpus import at_least_one, write_corpus
 
 DEFAULT_LATENCIES_MS = (200, 0)
 STREAM_CHUNK_DELAY_MS = 20

@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.servers import wait_for_port
+from longtask.tooling.servers import wait_for_port
 
 
 @contextlib.contextmanager

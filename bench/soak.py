@@ -69,11 +69,11 @@ from bench.soak_checks import (
 from bench.soak_faults import Injected, SoakPlan, count_faults, run_with_faults
 from bench.soak_services import PortTaken, ProviderFaults, ensure_ours, faulty_llm_server
 from longtask.connections import connect_redis, connect_temporal
-from longtask.corpus import at_least_one, write_corpus
 from longtask.models import TaskResult
 from longtask.settings import Settings
 from longtask.states import TaskState
 from longtask.task_resume import outcome
+from longtask.tooling.corpus import at_least_one, write_corpus
 
 # One id per soak: a stack whose store outlives a run refuses an id already used.
 TASK_ID = f"soak-{uuid.uuid4().hex[:8]}"

@@ -27,9 +27,9 @@ from bench.crashes import pid_of
 from bench.harness import Workers, steps_done
 from bench.soak_checks import cut_by_kill
 from bench.soak_services import restart_service
-from longtask.live_view import query_status
 from longtask.models import TaskResult
 from longtask.settings import Settings
+from longtask.tooling.live_view import query_status
 
 # No fault past this share of the steps: the job must be able to end.
 CALM_AFTER = 0.9

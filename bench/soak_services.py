@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pydantic import BaseModel, Field
 
 from bench.processes import serving
-from longtask import stack
 from longtask.settings import Settings
+from longtask.tooling import stack
 
 # A random stall lasts far past the product's stall limit, so only the client can end it.
 STALL_SECONDS = 30

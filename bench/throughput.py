@@ -37,9 +37,9 @@ from bench.harness import (
     start_job,
 )
 from longtask.connections import connect_temporal
-from longtask.corpus import at_least_one, write_corpus
 from longtask.settings import Settings
 from longtask.states import TaskState
+from longtask.tooling.corpus import at_least_one, write_corpus
 
 CEILING_IN_FLIGHT = 100
 DEFAULT_SIZES = (1_000,)

@@ -61,10 +61,10 @@ from bench.harness import (
 from bench.server_bill import forget_requests, server_requests
 from bench.timeouts_realistic import RealisticFigures, realistic_figures, realistic_report
 from longtask.connections import connect_temporal
-from longtask.corpus import at_least_one, write_corpus
 from longtask.policies import TaskType, TimeoutPolicy
 from longtask.settings import Settings
 from longtask.states import TaskState
+from longtask.tooling.corpus import at_least_one, write_corpus
 
 # A cut this much past the limit still counts as caught: a busy worker's loop is late that much.
 TOLERANCE_SECONDS = 1.0

@@ -156,7 +156,7 @@ class Settings(BaseSettings):
     payload_keys: SecretStr | None = None
     payload_key_file: Path | None = None
     encrypt_payloads: bool = False
-    # The codec server (`python -m longtask.codec_server`) shows decrypted payloads in the
+    # The codec server (`python -m longtask.tooling.codec_server`) shows decrypted payloads in the
     # Temporal UI; it allows the UI origins listed here (comma-separated; default the embedded
     # UI, http://127.0.0.1:{temporal_ui_port} and http://localhost:{temporal_ui_port}).
     codec_server_port: int = Field(8081, ge=1, le=65535)

@@ -27,7 +27,6 @@ from longtask.client_errors import (
     no_worker_hint,
 )
 from longtask.connections import connect_redis, connect_temporal
-from longtask.live_view import query_status
 from longtask.models import TaskInput, TaskResult, TaskStatus
 from longtask.progress import ProgressRecord
 from longtask.settings import Settings, load_settings, redact_url
@@ -35,6 +34,7 @@ from longtask.task_list import TaskFilter, TaskSummary, list_tasks
 from longtask.task_queue import worker_count
 from longtask.task_resume import checkpoint_problem, previous_input, resume_task_run
 from longtask.task_start import checked_budget, settings_budget, start_task, task_input
+from longtask.tooling.live_view import query_status
 
 # How long pause and resume wait for a worker to take the update before giving up.
 UPDATE_WAIT = timedelta(seconds=30)

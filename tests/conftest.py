@@ -18,9 +18,9 @@ from longtask.connections import connect_redis
 from longtask.payload_store import data_converter
 from longtask.search_attributes import KEYS
 from longtask.settings import Settings
-from longtask.stack import installed_tool
-from tests.servers import LlmServer, RedisServer
-from tests.workers import WorkerProcess
+from longtask.tooling.servers import LlmServer, RedisServer
+from longtask.tooling.stack import installed_tool
+from longtask.tooling.worker_process import WorkerProcess
 from worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent

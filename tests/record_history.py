@@ -50,13 +50,13 @@ from temporalio.worker import Replayer
 
 from activities.provider import make_client
 from longtask.connections import connect_redis, connect_temporal
-from longtask.live_view import query_status
 from longtask.policies import StepKind
 from longtask.search_attributes import KEYS
 from longtask.settings import Settings, load_settings
-from longtask.stack import installed_tool
 from longtask.task_start import start_task, task_input
-from tests.servers import LlmServer, RedisServer
+from longtask.tooling.live_view import query_status
+from longtask.tooling.servers import LlmServer, RedisServer
+from longtask.tooling.stack import installed_tool
 from worker import build_worker
 from workflows.document_task import DocumentTaskWorkflow
 

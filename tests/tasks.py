@@ -11,11 +11,11 @@ from typing import Any
 from redis.asyncio import Redis
 from temporalio.client import Client, WorkflowHandle
 
-from longtask.live_view import query_status
 from longtask.models import TaskInput, TaskResult, TaskStatus
 from longtask.policies import TimeoutPolicy
 from longtask.settings import Settings
 from longtask.task_start import start_task, task_input
+from longtask.tooling.live_view import query_status
 
 # Waits between attempts shrunk to 1, 2, 4 s so retries take seconds, not a minute; the numbers
 # themselves are pinned in test_policies.py. (The dev server fires retry timers about a second

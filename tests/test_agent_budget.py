@@ -15,9 +15,9 @@ from longtask.cost import TaskBudget
 from longtask.research import resume_research, start_research
 from longtask.settings import Settings
 from longtask.states import TaskState
+from longtask.tooling.servers import LlmServer
 from tests.agents import FAST_POLICY, latest_checkpoint, running_worker
 from tests.conftest import EXAMPLES
-from tests.servers import LlmServer
 
 # Embeddings free, the tool loop's model dear: the first turn spends the whole budget.
 PRICES = {"deepseek-v3.2": 0.0, "gpt-4.1-mini": 1000.0, "gpt-4.1": 8.0}

@@ -21,10 +21,10 @@ from longtask.agent import AgentStatus
 from longtask.research import start_research
 from longtask.settings import Settings
 from longtask.states import TaskState
+from longtask.tooling.servers import LlmServer
+from longtask.tooling.worker_process import WorkerProcess
 from tests.agents import FAST_POLICY, latest_checkpoint, wait_for
 from tests.conftest import EXAMPLES
-from tests.servers import LlmServer
-from tests.workers import WorkerProcess
 
 
 @pytest.fixture(scope="module")

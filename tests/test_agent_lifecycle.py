@@ -17,9 +17,9 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailed
 from longtask.research import resume_research, start_research
 from longtask.settings import Settings
 from longtask.states import TaskState
+from longtask.tooling.servers import LlmServer
 from tests.agents import FAST_POLICY, latest_checkpoint, running_worker, wait_for
 from tests.conftest import EXAMPLES
-from tests.servers import LlmServer
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,8 @@ from longtask.models import ModelRoute, TaskResult
 from longtask.settings import Settings
 from longtask.states import TaskState
 from longtask.text import chunks_of, embed_batches
+from longtask.tooling.servers import LlmServer
 from tests.conftest import EXAMPLES, ROOT, TEST_API_KEY
-from tests.servers import LlmServer
 from tests.tasks import read_json, read_text, start
 from tests.test_cli import run_starter
 

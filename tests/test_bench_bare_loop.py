@@ -9,12 +9,12 @@ import pytest
 
 from activities.documents import read_pages
 from bench.bare_loop import LLM_SERVER_ARGS, BareLoopError, default_route, run_bare_loop
-from longtask.corpus import write_corpus
 from longtask.policies import StepKind
 from longtask.settings import Settings
 from longtask.text import chunks_of, embed_batches
+from longtask.tooling.corpus import write_corpus
+from longtask.tooling.servers import LlmServer
 from tests.bench_runs import run_bench
-from tests.servers import LlmServer
 
 ROUTE = default_route(Settings())
 

@@ -14,9 +14,9 @@ from temporalio.client import Client, WorkflowHandle
 from longtask.models import TaskResult
 from longtask.settings import Settings
 from longtask.states import TaskState
-from tests.servers import LlmServer
+from longtask.tooling.servers import LlmServer
+from longtask.tooling.worker_process import WorkerProcess
 from tests.tasks import start, write_documents
-from tests.workers import WorkerProcess
 
 TASKS = 20
 DOCUMENTS = 10

@@ -20,8 +20,8 @@ from longtask.models import TaskResult
 from longtask.policies import StepKind, TaskType
 from longtask.settings import Settings
 from longtask.states import TaskState
+from longtask.tooling.servers import LlmServer
 from tests.conftest import EXAMPLES
-from tests.servers import LlmServer
 from tests.tasks import start, write_documents
 from worker import build_worker
 

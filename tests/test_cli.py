@@ -15,8 +15,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from longtask.settings import Settings
+from longtask.tooling.servers import LlmServer
 from tests.conftest import EXAMPLES, ROOT
-from tests.servers import LlmServer
 
 RECORD_FIELDS = {
     "task_id", "progress", "step", "total", "elapsed_seconds", "eta_seconds", "metadata"

@@ -8,9 +8,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from longtask.settings import Settings
+from longtask.tooling.servers import LlmServer, free_port
 from tests.cli_runs import ltm, one_line, run_ltm
 from tests.conftest import EXAMPLES
-from tests.servers import LlmServer, free_port
 from tests.tasks import start, wait_for_status
 
 

@@ -15,9 +15,9 @@ from longtask.client import SyncTaskClient, TaskClient
 from longtask.settings import Settings
 from longtask.states import TaskState
 from longtask.task_list import TaskFilter
+from longtask.tooling.servers import LlmServer
 from tests.cli_runs import ltm
 from tests.conftest import EXAMPLES
-from tests.servers import LlmServer
 
 ONE_DOCUMENT = str(EXAMPLES / "incident-postmortem.txt")
 

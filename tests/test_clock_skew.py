@@ -14,9 +14,9 @@ from temporalio.client import Client
 from longtask.checkpoints import epoch_ms_of
 from longtask.settings import Settings
 from longtask.states import TaskState
-from tests.servers import LlmServer
+from longtask.tooling.servers import LlmServer
+from longtask.tooling.worker_process import WorkerProcess
 from tests.tasks import read_json, read_list, read_text, start, write_documents
-from tests.workers import WorkerProcess
 
 REPORT_MODEL = {"model": "gpt-4.1"}
 # A long report streamed at 20 ms a chunk: several partial-answer checkpoints on the way.

@@ -38,15 +38,15 @@ from longtask.codec import (
     parse_keys,
     payload_codec,
 )
-from longtask.codec_server import ui_origins
 from longtask.connections import connect_temporal
 from longtask.models import DocumentReport
 from longtask.payload_store import data_converter
 from longtask.settings import Settings, SettingsError, load_settings
-from longtask.stack import services
 from longtask.states import TaskState
+from longtask.tooling.codec_server import ui_origins
+from longtask.tooling.servers import LlmServer, free_port, wait_for_port
+from longtask.tooling.stack import services
 from tests.conftest import EXAMPLES, ROOT
-from tests.servers import LlmServer, free_port, wait_for_port
 from tests.tasks import start
 from worker import build_worker
 from workflows.document_task import DocumentTaskWorkflow
@@ -180,7 +180,7 @@ def test_make_up_starts_the_codec_server_only_with_encryption_on() -> None:
     temporal = specs["temporal"].command
     endpoint = temporal[temporal.index("--ui-codec-endpoint") + 1]
     assert endpoint == f"http://127.0.0.1:{port}"
-    assert specs["codec"].command[-3:] == ["longtask.codec_server", "--port", str(port)]
+    assert specs["codec"].command[-3:] == ["longtask.tooling.codec_server", "--port", str(port)]
     assert (specs["codec"].host, specs["codec"].port) == ("127.0.0.1", port)
 
 
@@ -285,7 +285,7 @@ UI_ORIGIN = "http://ui.example:8080"
 
 @pytest.fixture
 def codec_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """`python -m longtask.codec_server` on a free port: its URL and its (only) key."""
+    """`python -m longtask.tooling.codec_server` on a free port: its URL and its (only) key."""
     key = new_key()
     port = free_port()
     env = {
@@ -297,7 +297,7 @@ def codec_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     log = tmp_path / "codec.log"
     with log.open("wb") as sink:
         server = subprocess.Popen(
-            [sys.executable, "-m", "longtask.codec_server"], cwd=ROOT, env=env, stdout=sink,
+            [sys.executable, "-m", "longtask.tooling.codec_server"], cwd=ROOT, env=env, stdout=sink,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
@@ -360,7 +360,7 @@ def test_codec_server_origins_default_to_the_embedded_ui() -> None:
 def test_codec_server_without_keys_exits_naming_the_variables() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LTM_PAYLOAD_KEY")}
     done = subprocess.run(
-        [sys.executable, "-m", "longtask.codec_server", "--port", str(free_port())],
+        [sys.executable, "-m", "longtask.tooling.codec_server", "--port", str(free_port())],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 2

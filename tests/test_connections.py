@@ -32,8 +32,8 @@ from temporalio.service import TLSConfig
 
 from longtask.connections import connect_redis, connect_temporal, temporal_target
 from longtask.settings import Settings, SettingsError, load_settings, redact_url
+from longtask.tooling.servers import RedisServer
 from tests.conftest import ROOT
-from tests.servers import RedisServer
 
 TEMPORAL_NAME = "temporal.ltm.test"  # the only name on the Temporal endpoint's certificate
 
@@ -286,7 +286,7 @@ def test_redis_password_is_never_shown(no_ltm_env: pytest.MonkeyPatch, tmp_path:
         "LTM_STATE_DIR": str(tmp_path),
     }
     status = subprocess.run(
-        [sys.executable, "-m", "longtask.stack", "status"],
+        [sys.executable, "-m", "longtask.tooling.stack", "status"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert "redis" in status.stdout and "127.0.0.1:1" in status.stdout

@@ -9,7 +9,7 @@ from temporalio.worker import Worker
 
 from longtask.settings import Settings
 from longtask.states import TaskState
-from tests.servers import LlmServer
+from longtask.tooling.servers import LlmServer
 from tests.tasks import start, wait_for_status, write_documents
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from activities.documents import describe, find_documents, pages_of
-from longtask.corpus import write_corpus
 from longtask.text import embed_batches
+from longtask.tooling.corpus import write_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +63,7 @@ def test_ten_thousand_documents_in_a_few_seconds(tmp_path: Path) -> None:
 
 
 def test_cli_reports_what_it_wrote_and_refuses_a_zero_count(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "longtask.corpus", str(tmp_path), "--pages", "2"]
+    command = [sys.executable, "-m", "longtask.tooling.corpus", str(tmp_path), "--pages", "2"]
     done = subprocess.run([*command, "--count", "7"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"wrote 7 documents (2 pages each) to {tmp_path} in ")

@@ -8,8 +8,8 @@ from temporalio.worker import Worker
 from longtask.settings import Settings
 from longtask.states import TaskState
 from longtask.task_resume import outcome
+from longtask.tooling.servers import LlmServer
 from tests.conftest import EXAMPLES
-from tests.servers import LlmServer
 from tests.tasks import start
 
 DOCUMENT = EXAMPLES / "incident-postmortem.txt"

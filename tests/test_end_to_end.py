@@ -19,8 +19,8 @@ from longtask.progress import ENDED_NODE, WAITING_NODE
 from longtask.settings import Settings
 from longtask.states import TaskState
 from longtask.text import chunks_of, embed_batches
+from longtask.tooling.servers import LlmServer
 from tests.conftest import EXAMPLES, TEST_API_KEY
-from tests.servers import LlmServer
 from tests.tasks import read_json, read_list, read_text, start, wait_for_status, write_documents
 
 

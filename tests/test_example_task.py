@@ -17,9 +17,9 @@ from longtask.cost import TaskBudget
 from longtask.payload_store import data_converter
 from longtask.settings import Settings
 from longtask.states import TaskState
+from longtask.tooling.servers import LlmServer
 from tests.agents import latest_checkpoint, running_worker
 from tests.conftest import PAYLOAD_THRESHOLD
-from tests.servers import LlmServer
 
 CHAPTERS = {
     "01-harbour.txt": "The ship left the harbour at dawn, and Captain Ilsa Marrow watched Tern.",

@@ -9,7 +9,7 @@ from temporalio.worker import Worker
 
 from longtask.settings import Settings
 from longtask.states import TaskState
-from tests.servers import LlmServer
+from longtask.tooling.servers import LlmServer
 from tests.tasks import start, write_documents
 
 # Temporal's limits: 51,200 events and 50 MB per history, 2 MB per payload.

@@ -16,9 +16,9 @@ from longtask.checkpoints import Checkpoint, CheckpointState, MirrorWrite, Progr
 from longtask.progress import build_record
 from longtask.settings import Settings
 from longtask.states import TaskState
-from tests.servers import LlmServer
+from longtask.tooling.servers import LlmServer
+from longtask.tooling.worker_process import WorkerProcess
 from tests.tasks import read_json, read_list, read_text, start
-from tests.workers import WorkerProcess
 
 REPORT_MODEL = {"model": "gpt-4.1"}
 

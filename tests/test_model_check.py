@@ -9,8 +9,8 @@ from longtask.models import ModelRoute
 from longtask.settings import Settings
 from longtask.states import TaskState
 from longtask.task_resume import outcome
+from longtask.tooling.servers import LlmServer
 from tests.conftest import EXAMPLES, TEST_API_KEY
-from tests.servers import LlmServer
 from tests.tasks import start
 
 UNKNOWN = "no-such-model"

@@ -13,8 +13,8 @@ from activities.attempts import AttemptLedger, ProviderFailure, step_failure
 from activities.errors import StreamBrokenError
 from activities.provider import CallLimits, chat, embed, make_client, stream_chat
 from longtask.policies import TimeoutPolicy
+from longtask.tooling.servers import LlmServer
 from tests.conftest import TEST_API_KEY
-from tests.servers import LlmServer
 
 LIMITS = CallLimits(total=5, first_chunk=2, stall=2)
 MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [

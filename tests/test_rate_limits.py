@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from activities.rate_limits import SharedRateLimiter, estimate_request_tokens
 from longtask.policies import ModelQuota
-from tests.servers import LlmServer, RedisServer, free_port
+from longtask.tooling.servers import LlmServer, RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-test-0123456789abcdef"

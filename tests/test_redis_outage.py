@@ -15,11 +15,11 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities.provider import make_client
 from longtask.connections import connect_redis
-from longtask.live_view import query_status
 from longtask.models import TaskInput, TaskResult, TaskStatus
 from longtask.settings import Settings
 from longtask.states import TaskState
-from tests.servers import LlmServer, RedisServer
+from longtask.tooling.live_view import query_status
+from longtask.tooling.servers import LlmServer, RedisServer
 from tests.tasks import read_json, read_list, read_text, start, wait_for_status, write_documents
 from worker import build_worker
 

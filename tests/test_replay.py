@@ -15,9 +15,9 @@ from temporalio.worker import Replayer, Worker
 from longtask.payload_store import data_converter
 from longtask.settings import Settings
 from longtask.states import TaskState
+from longtask.tooling.servers import LlmServer
 from tests.conftest import EXAMPLES, PAYLOAD_THRESHOLD, TEST_API_KEY
 from tests.record_history import RECORDING_API_KEY, holds_secret
-from tests.servers import LlmServer
 from tests.tasks import start
 from workflows.document_task import DocumentTaskWorkflow
 

@@ -26,15 +26,15 @@ from temporalio.client import (
 )
 from temporalio.worker import Replayer
 
-from longtask.live_view import query_status
 from longtask.payload_store import data_converter
 from longtask.settings import Settings
 from longtask.states import TaskState
+from longtask.tooling.live_view import query_status
+from longtask.tooling.servers import LlmServer
+from longtask.tooling.worker_process import WorkerProcess
 from tests.conftest import EXAMPLES, PAYLOAD_THRESHOLD
-from tests.servers import LlmServer
 from tests.tasks import start, wait_for_status, write_documents
 from tests.test_replay import patches_of
-from tests.workers import WorkerProcess
 from workflows.document_task import DocumentTaskWorkflow
 
 NONDETERMINISM = ("Nondeterminism", "TMPRL1100")

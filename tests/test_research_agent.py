@@ -19,10 +19,10 @@ from longtask.payload_store import data_converter
 from longtask.research import ResearchReport, start_research
 from longtask.settings import Settings
 from longtask.states import TaskState
+from longtask.tooling.servers import LlmServer
 from tests.agents import FAST_POLICY, latest_checkpoint, running_worker
 from tests.conftest import EXAMPLES, PAYLOAD_THRESHOLD, TEST_API_KEY
 from tests.record_history import holds_secret
-from tests.servers import LlmServer
 from tests.test_cli import run_starter
 from workflows.research import ResearchTask
 

@@ -19,8 +19,8 @@ from longtask.models import TaskResult
 from longtask.policies import StepKind
 from longtask.settings import Settings
 from longtask.states import TaskState
+from longtask.tooling.servers import LlmServer
 from tests.conftest import EXAMPLES
-from tests.servers import LlmServer
 from tests.tasks import read_list, read_text, start, wait_for_status, write_documents
 from workflows.document_task import DocumentTaskWorkflow
 

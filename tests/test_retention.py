@@ -11,7 +11,7 @@ from typing import Any
 from longtask.payload_store import data_converter
 from longtask.retention import DAY_SECONDS, prune_stores
 from longtask.settings import Settings
-from tests.workers import WorkerProcess
+from longtask.tooling.worker_process import WorkerProcess
 
 THRESHOLD = 1024
 

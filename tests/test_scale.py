@@ -14,12 +14,12 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from longtask.client import TaskClient
-from longtask.corpus import write_corpus
 from longtask.cost import TaskBudget
 from longtask.models import TaskResult
 from longtask.settings import Settings
 from longtask.states import TaskState
-from tests.servers import LlmServer
+from longtask.tooling.corpus import write_corpus
+from longtask.tooling.servers import LlmServer
 from tests.tasks import read_json, read_text, start
 
 CALLS_PER_DOCUMENT = 4  # one embedding batch, one page summary, reasoning, report

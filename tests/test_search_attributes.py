@@ -10,9 +10,9 @@ from temporalio.worker import Worker
 
 from longtask.search_attributes import TASK_COST, TASK_PROGRESS, TASK_STATE, registered
 from longtask.settings import Settings
-from longtask.stack import installed_tool
+from longtask.tooling.servers import LlmServer
+from longtask.tooling.stack import installed_tool
 from tests.conftest import EXAMPLES
-from tests.servers import LlmServer
 from tests.tasks import start
 
 

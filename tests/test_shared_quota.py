@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from longtask.corpus import write_corpus
 from longtask.models import ModelRoute
 from longtask.settings import Settings
 from longtask.states import TaskState
-from tests.servers import LlmServer
+from longtask.tooling.corpus import write_corpus
+from longtask.tooling.servers import LlmServer
+from longtask.tooling.worker_process import WorkerProcess
 from tests.tasks import start
-from tests.workers import WorkerProcess
 
 MODEL = "deepseek-v3.2"
 RPM = 60

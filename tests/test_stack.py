@@ -14,9 +14,9 @@ from pathlib import Path
 from longtask.connections import connect_redis
 from longtask.redis_auth import embedded_password
 from longtask.settings import Settings
-from longtask.stack import installed_tool
+from longtask.tooling.servers import free_port
+from longtask.tooling.stack import installed_tool
 from tests.conftest import ROOT
-from tests.servers import free_port
 
 
 def port_open(port: int) -> bool:
@@ -26,7 +26,7 @@ def port_open(port: int) -> bool:
 
 def stack(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "longtask.stack", command],
+        [sys.executable, "-m", "longtask.tooling.stack", command],
         env=env,
         cwd=ROOT,
         capture_output=True,

@@ -14,16 +14,16 @@ from temporalio.worker import Worker
 from longtask.checkpoint_reader import load_checkpoint
 from longtask.cli.output import status_line
 from longtask.client import TaskClient
-from longtask.corpus import write_corpus
 from longtask.cost import TaskBudget, TokenUsage
 from longtask.index_ranges import from_ranges
-from longtask.live_view import query_status
 from longtask.models import DocumentRef, ModelRoute, StepResult, TaskInput, TaskStatus
 from longtask.policies import StepKind
 from longtask.progress import build_record, progress_text
 from longtask.settings import Settings
 from longtask.states import TaskState
-from tests.servers import LlmServer
+from longtask.tooling.corpus import write_corpus
+from longtask.tooling.live_view import query_status
+from longtask.tooling.servers import LlmServer
 from tests.tasks import start, wait_for_status
 from workflows.task_book import TaskBook
 

@@ -17,10 +17,10 @@ from activities.continuation import estimate_tokens
 from activities.reporting import ActivityHeartbeat, StepHeartbeat
 from longtask.settings import Settings
 from longtask.states import TaskState
+from longtask.tooling.servers import LlmServer
+from longtask.tooling.worker_process import WorkerProcess
 from tests.conftest import EXAMPLES
-from tests.servers import LlmServer
 from tests.tasks import read_json, read_list, start
-from tests.workers import WorkerProcess
 
 DOCUMENT = EXAMPLES / "incident-postmortem.txt"
 REPORT_MODEL = {"model": "gpt-4.1"}

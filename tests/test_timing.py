@@ -15,10 +15,10 @@ from longtask.models import TaskResult
 from longtask.policies import StepKind, TaskType, TimeoutPolicy
 from longtask.settings import Settings
 from longtask.states import TaskState
+from longtask.tooling.servers import LlmServer
+from longtask.tooling.worker_process import WorkerProcess
 from tests.conftest import EXAMPLES
-from tests.servers import LlmServer
 from tests.tasks import start
-from tests.workers import WorkerProcess
 
 DOCUMENT = EXAMPLES / "incident-postmortem.txt"  # 3 pages: 1 embedding, 5 chat calls
 REASONING_MODEL = "gemini-2.5-flash"

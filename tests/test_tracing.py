@@ -12,10 +12,10 @@ from typing import Any
 from temporalio.client import Client
 
 from longtask.settings import Settings
+from longtask.tooling.servers import LlmServer
+from longtask.tooling.worker_process import WorkerProcess
 from tests.cli_runs import ltm
 from tests.conftest import EXAMPLES
-from tests.servers import LlmServer
-from tests.workers import WorkerProcess
 
 TRACING = {"LTM_TRACING": "console"}
 

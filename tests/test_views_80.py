@@ -12,12 +12,12 @@ from temporalio.worker import Worker
 
 from longtask.client import TaskClient
 from longtask.cost import CostLedger, TokenUsage
-from longtask.live_view import ledger_table, print_result, task_view
 from longtask.models import DocumentReport, TaskResult
 from longtask.settings import Settings
 from longtask.states import TaskState
+from longtask.tooling.live_view import ledger_table, print_result, task_view
+from longtask.tooling.servers import LlmServer
 from tests.conftest import EXAMPLES
-from tests.servers import LlmServer
 from tests.tasks import wait_for_status
 
 # The 10,000-document task's ledger (README), out of order, with long model names.

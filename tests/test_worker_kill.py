@@ -11,12 +11,12 @@ from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import Client, WorkflowHandle
 
-from longtask.corpus import write_corpus
 from longtask.settings import Settings
 from longtask.states import TaskState
-from tests.servers import LlmServer, free_port
+from longtask.tooling.corpus import write_corpus
+from longtask.tooling.servers import LlmServer, free_port
+from longtask.tooling.worker_process import WorkerProcess, read_metrics
 from tests.tasks import start, wait_for_status, write_documents
-from tests.workers import WorkerProcess, read_metrics
 
 
 async def test_sigkill_mid_task_then_a_new_worker_finishes_it(

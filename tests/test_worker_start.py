@@ -10,10 +10,10 @@ from temporalio.client import Client
 
 from longtask.settings import Settings
 from longtask.states import TaskState
+from longtask.tooling.servers import LlmServer, free_port
+from longtask.tooling.worker_process import WorkerProcess
 from tests.conftest import EXAMPLES
-from tests.servers import LlmServer, free_port
 from tests.tasks import start
-from tests.workers import WorkerProcess
 
 
 async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

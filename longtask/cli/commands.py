@@ -15,13 +15,13 @@ from longtask.cli.output import print_status, print_task_list
 from longtask.cli.parser import MODEL_KINDS
 from longtask.client_errors import TaskError, UsageError, no_worker_hint
 from longtask.cost import TaskBudget
-from longtask.live_view import print_result, show_live
 from longtask.models import TaskInput
 from longtask.settings import Settings, SettingsError, load_settings
 from longtask.states import TaskState
 from longtask.task_client import TaskClient
 from longtask.task_list import TaskFilter, parse_state
 from longtask.task_start import checked_budget, missing_paths, settings_budget, task_input
+from longtask.tooling.live_view import print_result, show_live
 
 # Exit codes: a bad input is the caller's to fix (2); anything else expected is 1.
 USAGE_EXIT = 2

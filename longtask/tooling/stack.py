@@ -1,8 +1,8 @@
 """The embedded default stack: Temporal dev server, Redis and the local LLM server.
 
-  python -m longtask.stack up      start what is not running yet, in the background
-  python -m longtask.stack down    stop exactly what `up` started
-  python -m longtask.stack status  what runs, and where
+  python -m longtask.tooling.stack up      start what is not running yet, in the background
+  python -m longtask.tooling.stack down    stop exactly what `up` started
+  python -m longtask.tooling.stack status  what runs, and where
 
 What `up` started is recorded in ``$LTM_STATE_DIR/stack.json``; `down` stops only those
 processes, after checking each pid still runs the program it started.
@@ -114,7 +114,7 @@ def services(settings: Settings) -> list[ServiceSpec]:
         ServiceSpec(name="llm", host=l_host, port=l_port, command=llm),
     ]
     if settings.encrypt_payloads:
-        codec = [sys.executable, "-m", "longtask.codec_server", "--port", str(codec_port)]
+        codec = [sys.executable, "-m", "longtask.tooling.codec_server", "--port", str(codec_port)]
         specs.append(ServiceSpec(name="codec", host="127.0.0.1", port=codec_port, command=codec))
     return specs
 
@@ -246,7 +246,7 @@ def status(settings: Settings) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0] not in {"up", "down", "status"}:
-        print("usage: python -m longtask.stack up|down|status", file=sys.stderr)
+        print("usage: python -m longtask.tooling.stack up|down|status", file=sys.stderr)
         return 2
     try:
         settings = load_settings()

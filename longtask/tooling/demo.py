@@ -10,9 +10,9 @@ from pathlib import Path
 from longtask.cli import main as cli_main
 from longtask.process_exit import exit_now
 from longtask.settings import SettingsError, load_settings
-from longtask.stack import down, up
+from longtask.tooling.stack import down, up
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> int:

@@ -1,6 +1,6 @@
 """Generated small plain-text documents, for runs over thousands of documents.
 
-python -m longtask.corpus DIR --count N [--pages P] [--seed S]
+python -m longtask.tooling.corpus DIR --count N [--pages P] [--seed S]
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ def at_least_one(raw: str) -> int:
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
-        prog="python -m longtask.corpus", description="Write generated small text documents."
+        prog="python -m longtask.tooling.corpus",
+        description="Write generated small text documents.",
     )
     root.add_argument("directory", type=Path, help="folder to write into (created if missing)")
     root.add_argument("--count", type=at_least_one, required=True, help="documents to write")

@@ -1,6 +1,6 @@
 """The codec server: lets the Temporal UI and CLI show payloads encrypted by ``longtask.codec``.
 
-  python -m longtask.codec_server [--host 127.0.0.1] [--port 8081]
+  python -m longtask.tooling.codec_server [--host 127.0.0.1] [--port 8081]
 
 POST /decode and /encode take and return ``{"payloads": [{"metadata": {k: base64}, "data":
 base64}]}``, the codec-server format of the Temporal UI (``temporal server start-dev
@@ -137,7 +137,9 @@ def make_server(
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m longtask.codec_server", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m longtask.tooling.codec_server", description=__doc__
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, help="port (default LTM_CODEC_SERVER_PORT, 8081)")
     parser.add_argument(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from longtask.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class WorkerProcess:

@@ -30,7 +30,7 @@ from activities.provider import CallLimits, embed
 from activities.rate_limits import SharedRateLimiter, estimate_request_tokens
 from longtask.agent import (
     CALL_MODEL,
-    CALL_RETRYING,
+    CALL_RETRYING_SIGNAL,
     EMBED_TEXTS,
     EmbedAnswer,
     EmbedRequest,
@@ -154,7 +154,7 @@ class AgentCalls:
         try:
             async with asyncio.timeout(SIGNAL_SECONDS):
                 handle = self._temporal.get_workflow_handle(workflow_id)
-                await handle.signal(CALL_RETRYING, call)
+                await handle.signal(CALL_RETRYING_SIGNAL, call)
         except Exception as problem:
             activity.logger.debug("retrying signal dropped: %s", problem)
 

@@ -13,10 +13,9 @@ from pydantic import BaseModel, Field
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.errors import kind_of, provider_message, retry_after_seconds
+from longtask.engine.names import WORKER_SHUTDOWN
 from longtask.models import CallStats
 from longtask.policies import NON_RETRYABLE_KINDS, ErrorKind, TimeoutPolicy
-
-WORKER_SHUTDOWN = "WORKER_SHUTDOWN"
 
 # Expected failures (a timeout, a 429, a 5xx, a cut stream) are one line each here; the SDK
 # logs them at debug level only (BENIGN), so a traceback in the log always means a bug.

@@ -23,12 +23,13 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities.documents import BAD_INPUT, is_unusable, unusable_reason
+from activities.documents import is_unusable, unusable_reason
 from activities.metrics import record_document
 from activities.report_files import ReportStore
 from activities.reporting import ActivityPulse, slot_of
 from activities.steps import DocumentSteps
 from longtask.cost import TokenUsage
+from longtask.engine.names import BAD_INPUT, PROCESS_DOCUMENTS
 from longtask.models import (
     BatchRequest,
     BatchResult,
@@ -117,7 +118,7 @@ class DocumentBatches:
         self._steps = steps
         self._reports = reports
 
-    @activity.defn(name="process_documents")
+    @activity.defn(name=PROCESS_DOCUMENTS)
     async def process_documents(self, request: BatchRequest) -> BatchResult:
         async with self._steps.pulse(request.task_id, request.call_concurrency) as pulse:
             try:

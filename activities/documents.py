@@ -22,11 +22,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.report_files import ReportStore
+from longtask.engine.names import BAD_INPUT, LOAD_DOCUMENTS
 from longtask.models import DocumentRef, LoadRequest
 from longtask.text import chunks_of, split_pages
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".pdf")
-BAD_INPUT = "BAD_INPUT"
 MIB = 1024 * 1024
 # Refused before it is read: a worker holds a document in memory while it parses it, and
 # each of its steps reads it again. Plain text this big is far past MAX_DOCUMENT_PAGES anyway.
@@ -294,7 +294,7 @@ class DocumentLoader:
             return ""
         return str(self._reports.path_of(relative))
 
-    @activity.defn(name="load_documents")
+    @activity.defn(name=LOAD_DOCUMENTS)
     async def load_documents(self, request: LoadRequest) -> list[DocumentRef]:
         """Find the task's documents and count their pages and chunks.
 

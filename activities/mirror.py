@@ -26,6 +26,7 @@ from longtask.checkpoints import (
     progress_key,
 )
 from longtask.cost import CostLedger, LedgerEntry, TokenUsage
+from longtask.engine.names import CHECKPOINT_NOT_FOUND, LOAD_RESUME_STATE, WRITE_CHECKPOINT
 from longtask.models import ResumeRequest, ResumeState, step_key
 
 # One script, so a reader never sees `latest` naming a checkpoint not yet written, and a slow
@@ -179,7 +180,7 @@ class MirrorActivities:
         self._redis = redis
         self._mirror_messages = mirror_messages
 
-    @activity.defn(name="write_checkpoint")
+    @activity.defn(name=WRITE_CHECKPOINT)
     async def write_checkpoint(self, write: MirrorWrite) -> bool:
         """Mirror one checkpoint; a final one is never refused.
 
@@ -202,7 +203,7 @@ class MirrorActivities:
         record_checkpoint_lag(time.time() - write.snapshot.timestamp)
         return written
 
-    @activity.defn(name="load_resume_state")
+    @activity.defn(name=LOAD_RESUME_STATE)
     async def load_resume_state(self, request: ResumeRequest) -> ResumeState:
         """What the checkpoint a new run starts from says is done."""
         checkpoint = await load_checkpoint(self._redis, request.task_id, request.checkpoint_id)
@@ -210,7 +211,7 @@ class MirrorActivities:
             raise ApplicationError(
                 f"checkpoint {request.checkpoint_id} of task {request.task_id} is not in Redis "
                 "(expired, or Redis lost it); resume from another with --checkpoint",
-                type="CHECKPOINT_NOT_FOUND",
+                type=CHECKPOINT_NOT_FOUND,
                 non_retryable=True,
             )
         return resume_state_of(checkpoint)

@@ -17,6 +17,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import advice_for, kind_of, provider_message
+from longtask.engine.names import CHECK_MODELS
 from longtask.models import ModelCheckResult, ModelRoute
 from longtask.policies import ErrorKind, StepKind
 
@@ -71,7 +72,7 @@ class ModelChecker:
         result.ledger.record(CHECK_STEP, model, 1, "success", prompt, completion)
         return None
 
-    @activity.defn(name="check_models")
+    @activity.defn(name=CHECK_MODELS)
     async def check_models(self, route: ModelRoute) -> ModelCheckResult:
         """Check each model of the route once (a model serving several chat steps once);
         fail non-retryably, with what to fix, if one is unknown or the key is refused."""

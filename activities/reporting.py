@@ -20,11 +20,10 @@ from activities.attempts import AttemptLedger
 from activities.continuation import join_continuation
 from activities.metrics import record_tokens
 from longtask.cost import CostLedger, TokenUsage
+from longtask.engine.names import STEPS_PROGRESS_SIGNAL as PROGRESS_SIGNAL
 from longtask.models import DocumentOutcome, ProgressEvent, StepResult
 from longtask.policies import StepKind
 from longtask.progress import ProgressRecord, build_record
-
-PROGRESS_SIGNAL = "steps_progress"
 
 
 def slot_of(document: int, kind: StepKind) -> str:

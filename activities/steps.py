@@ -34,6 +34,7 @@ from activities.partials import PartialMirror
 from activities.provider import CallLimits, ChatAnswer, StreamTally, chat, embed, stream_chat
 from activities.rate_limits import SharedRateLimiter, estimate_request_tokens
 from activities.reporting import ActivityPulse, StepReporter, slot_of
+from longtask.engine.names import ACTIVITY_OF_STEP
 from longtask.models import StepRequest, StepResult
 from longtask.policies import ErrorKind, StepKind
 from longtask.text import EMBED_BATCH, chunks_of
@@ -387,18 +388,18 @@ class DocumentSteps:
         async with self.pulse(request.task_id, request.call_concurrency) as pulse:
             return await self.run_step(request, kind, pulse)
 
-    @activity.defn(name="embed_chunks")
+    @activity.defn(name=ACTIVITY_OF_STEP[StepKind.EMBED])
     async def embed_chunks(self, request: StepRequest) -> StepResult:
         return await self._single(request, StepKind.EMBED)
 
-    @activity.defn(name="summarize_pages")
+    @activity.defn(name=ACTIVITY_OF_STEP[StepKind.SUMMARIZE])
     async def summarize_pages(self, request: StepRequest) -> StepResult:
         return await self._single(request, StepKind.SUMMARIZE)
 
-    @activity.defn(name="reason_across_pages")
+    @activity.defn(name=ACTIVITY_OF_STEP[StepKind.REASON])
     async def reason_across_pages(self, request: StepRequest) -> StepResult:
         return await self._single(request, StepKind.REASON)
 
-    @activity.defn(name="write_report")
+    @activity.defn(name=ACTIVITY_OF_STEP[StepKind.REPORT])
     async def write_report(self, request: StepRequest) -> StepResult:
         return await self._single(request, StepKind.REPORT)

@@ -17,9 +17,8 @@ from longtask.agent import (
     start_long_task,
     task_defaults,
 )
+from longtask.engine.names import RESEARCH_TASK
 from longtask.settings import Settings
-
-RESEARCH_TASK = "ResearchTask"
 
 
 class ResearchInput(LongTaskInput):

@@ -12,7 +12,6 @@ import re
 
 MAX_TASK_ID_CHARS = 128
 _TASK_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?")
-INVALID_TASK_ID = "INVALID_TASK_ID"
 
 
 def task_id_problem(task_id: str) -> str | None:

@@ -14,9 +14,10 @@ from activities.mirror import write_checkpoint_to
 from longtask.checkpoint_reader import load_checkpoint
 from longtask.client import TaskClient
 from longtask.client_errors import UsageError
+from longtask.engine.names import INVALID_TASK_ID
 from longtask.models import DocumentRef, report_file_of
 from longtask.settings import Settings
-from longtask.task_ids import INVALID_TASK_ID, is_checkpoint_of, task_id_problem
+from longtask.task_ids import is_checkpoint_of, task_id_problem
 from longtask.task_start import task_input
 from tests.conftest import EXAMPLES
 from tests.test_mirror_privacy import a_write

@@ -8,7 +8,8 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.research_tools import RESEARCH_TOOLS, NoArguments, index_corpus
     from longtask.agent import LongTask, TaskContext, long_task
-    from longtask.research import RESEARCH_TASK, ResearchInput, ResearchReport, sources_in
+    from longtask.engine.names import RESEARCH_TASK
+    from longtask.research import ResearchInput, ResearchReport, sources_in
 
 SYSTEM_PROMPT = (
     "You are a careful research assistant. Answer the user's question from the documents "

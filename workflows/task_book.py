@@ -112,6 +112,9 @@ class TaskBook:
         self.carried_digest = carried.documents_digest
         self.take_results(carried.resume)
 
+    # Checkpoints follow the cadence (a finished step, 10 %, 10 steps, 30 s), not each report.
+    every_change = False
+
     @property
     def inline(self) -> bool:
         return len(self.documents) <= INLINE_DOCUMENTS

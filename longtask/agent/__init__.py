@@ -8,13 +8,7 @@ class Translate(LongTask):
 ```
 """
 
-from longtask.agent._context import (
-    CALL_MODEL,
-    CALL_RETRYING,
-    EMBED_TEXTS,
-    BudgetExceededError,
-    TaskContext,
-)
+from longtask.agent._context import BudgetExceededError, TaskContext
 from longtask.agent._models import (
     AgentCarry,
     AgentStatus,
@@ -39,18 +33,18 @@ from longtask.agent._start import (
     task_defaults,
 )
 from longtask.agent._task import LongTask, long_task
-from longtask.agent._tools import (
+from longtask.agent._tools import Tool, ToolEnv, registered_tools, tool
+from longtask.engine.names import (
+    CALL_MODEL,
+    CALL_RETRYING_SIGNAL,
+    EMBED_TEXTS,
     INVALID_TOOL_ARGUMENTS,
     TOOL_ACTIVITY_PREFIX,
-    Tool,
-    ToolEnv,
-    registered_tools,
-    tool,
 )
 
 __all__ = [
     "CALL_MODEL",
-    "CALL_RETRYING",
+    "CALL_RETRYING_SIGNAL",
     "EMBED_TEXTS",
     "INVALID_TOOL_ARGUMENTS",
     "TOOL_ACTIVITY_PREFIX",

@@ -56,6 +56,11 @@ class AgentBook:
         self.last_checkpoint_ms = carried.last_checkpoint_ms
         self.runs = carried.runs + 1 if task.carried is not None else 1
 
+    # A conversation changes at every call: each change is worth a checkpoint, and a long
+    # task's checkpoint stays small (the newest step results, the conversation it carries).
+    inline = True
+    every_change = True
+
     def next_call(self) -> int:
         """The number of the task's next call: ids and keys stay unique across runs."""
         self.calls += 1
@@ -135,6 +140,15 @@ class AgentBook:
         if self.machine.is_terminal and self.machine.state is not TaskState.COMPLETED:
             record.eta_seconds = None  # an ended task will not finish: no ETA to give
         return record
+
+    def details(self, now: datetime) -> str:
+        """One line for the Temporal UI's current details of the task."""
+        record = self.record(now)
+        return (
+            f"**{self.machine.state.value}** {record.progress:.2f} % "
+            f"({record.step}/{record.total} steps), {self.calls} call(s), "
+            f"cost ${self.cost():.6f}"
+        )
 
     def status(self, now: datetime) -> AgentStatus:
         return AgentStatus(

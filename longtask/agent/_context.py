@@ -26,13 +26,9 @@ from longtask.agent._models import (
 )
 from longtask.agent._progress import Progress
 from longtask.agent._tools import Tool
+from longtask.engine.names import CALL_MODEL, EMBED_TEXTS
 from longtask.policies import TaskType
 
-# Stable activity names of the model calls: renaming one breaks running tasks.
-CALL_MODEL = "agent.call_model"
-EMBED_TEXTS = "agent.embed"
-# The signal a call sends its task when it retries after a provider failure.
-CALL_RETRYING = "call_retrying"
 Item = TypeVar("Item")
 Out = TypeVar("Out")
 # Room on top of a call's longest attempt for the activity around it.

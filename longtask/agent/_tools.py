@@ -14,10 +14,10 @@ from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-# Every tool's activity is named after it: renaming a tool breaks the tasks that call it.
-TOOL_ACTIVITY_PREFIX = "tool."
-# A tool called with arguments its model refuses: retrying the same arguments cannot help.
-INVALID_TOOL_ARGUMENTS = "INVALID_TOOL_ARGUMENTS"
+# Every tool's activity is named after it (TOOL_ACTIVITY_PREFIX + its name): renaming a tool
+# breaks the tasks that call it. A tool called with arguments its model refuses fails with
+# INVALID_TOOL_ARGUMENTS: retrying the same arguments cannot help.
+from longtask.engine.names import INVALID_TOOL_ARGUMENTS, TOOL_ACTIVITY_PREFIX
 
 
 class ToolEnv(Protocol):

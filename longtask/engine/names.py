@@ -1,0 +1,71 @@
+"""Every name Temporal keeps for this product, in one place: workflows, activities, signals,
+updates, queries, error types and patches.
+
+Running tasks and their histories name these: renaming one breaks them (README: stable names).
+"""
+
+from __future__ import annotations
+
+from longtask.policies import STOP_TASK_KINDS as STOP_TASK_KINDS
+from longtask.policies import StepKind
+
+# Workflows (task kinds). User tasks are named by their own ``@long_task(name=...)``.
+DOCUMENT_TASK = "DocumentTask"
+RESEARCH_TASK = "ResearchTask"
+
+# Handlers every task answers.
+STATUS_QUERY = "status"
+PAUSE_UPDATE = "pause"
+RESUME_UPDATE = "resume"
+# Progress of a running batch of the document task, and of one step (tasks begun before
+# batches sent one event per signal).
+STEPS_PROGRESS_SIGNAL = "steps_progress"
+STEP_PROGRESS_SIGNAL = "step_progress"
+# A long task's model or embedding call retries after a provider failure (not a lost worker).
+CALL_RETRYING_SIGNAL = "call_retrying"
+
+# Activities of every task.
+WRITE_CHECKPOINT = "write_checkpoint"
+CHECK_MODELS = "check_models"
+# Activities of the document task.
+LOAD_DOCUMENTS = "load_documents"
+LOAD_RESUME_STATE = "load_resume_state"
+PROCESS_DOCUMENTS = "process_documents"
+# One activity per step: tasks begun before batches (workflows/document_legacy.py).
+ACTIVITY_OF_STEP: dict[StepKind, str] = {
+    StepKind.EMBED: "embed_chunks",
+    StepKind.SUMMARIZE: "summarize_pages",
+    StepKind.REASON: "reason_across_pages",
+    StepKind.REPORT: "write_report",
+}
+KIND_OF_ACTIVITY: dict[str, StepKind] = {name: kind for kind, name in ACTIVITY_OF_STEP.items()}
+# Activities of long tasks (longtask.agent): one model call, one embedding call, a batch of
+# model calls (``TaskContext.map_calls``), and a user's tool ``tool.NAME``.
+CALL_MODEL = "agent.call_model"
+EMBED_TEXTS = "agent.embed"
+CALL_MODELS = "agent.call_models"
+TOOL_ACTIVITY_PREFIX = "tool."
+
+# Error types (``ApplicationError.type``) a task or a client acts on. The provider's error
+# kinds (429, 5xx, timeouts, a refused key) are ``longtask.policies.ErrorKind``.
+INVALID_TASK_ID = "INVALID_TASK_ID"
+BAD_INPUT = "BAD_INPUT"
+TASK_FAILED = "TASK_FAILED"
+CHECKPOINT_NOT_FOUND = "CHECKPOINT_NOT_FOUND"
+WORKER_SHUTDOWN = "WORKER_SHUTDOWN"
+INVALID_TOOL_ARGUMENTS = "INVALID_TOOL_ARGUMENTS"
+# STOP_TASK_KINDS (from longtask.policies): a failure that dooms every step alike (a refused
+# key); the task stops at the first one.
+
+# Patches (``workflow.patched``): each marks a change of what a workflow does, so runs begun
+# before it keep replaying. Never remove one while a run that lacks it may still replay.
+PATCH_TASK_ID_CHECKED = "task-id-checked"
+PATCH_CHECKPOINT_SINK = "checkpoint-sink"
+PATCH_CANCEL_WAITS_FOR_BATCHES = "cancel-waits-for-batches"
+PATCH_LOAD_FAILURE_ENDS_TASK = "load-failure-ends-task"
+PATCH_DOCUMENT_BATCHES = "document-batches"
+PATCH_SEARCH_ATTRIBUTES = "search-attributes"
+PATCH_BATCHES_FAIL_BY_CALL_ATTEMPTS = "batches-fail-by-call-attempts"
+# Long tasks: checkpoints on the engine's cadence (each change, 10 steps, 30 s) with search
+# attributes, instead of one checkpoint per change and search attributes on transitions only.
+PATCH_LONG_TASK_CADENCE = "long-task-cadence"

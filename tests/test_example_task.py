@@ -15,6 +15,7 @@ from examples.translate import Translate
 from longtask.agent import AgentStatus, resume_task_by_name, start_task_by_name
 from longtask.cost import TaskBudget
 from longtask.payload_store import data_converter
+from longtask.search_attributes import TASK_COST, TASK_PROGRESS, TASK_STATE
 from longtask.settings import Settings
 from longtask.states import TaskState
 from longtask.tooling.servers import LlmServer
@@ -51,6 +52,11 @@ async def test_the_example_task_translates_a_folder_and_carries_its_glossary(
         outcome = await handle.result()
 
     assert outcome.state is TaskState.COMPLETED, outcome.reason
+    # Found by `ltm list` and the Temporal UI's columns like a document task.
+    attributes = (await handle.describe()).typed_search_attributes
+    assert attributes.get(TASK_STATE) == "completed"
+    assert attributes.get(TASK_PROGRESS) == 100.0
+    assert attributes.get(TASK_COST) == outcome.cost_so_far > 0
     translation = outcome.result
     assert translation is not None
     assert sorted(translation.chapters) == sorted(CHAPTERS)

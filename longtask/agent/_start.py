@@ -14,6 +14,7 @@ from longtask.agent._loading import load_task_modules, module_names
 from longtask.agent._models import LongTaskInput, TaskOutcome
 from longtask.agent._settings import AgentSettings
 from longtask.checkpoint_reader import load_checkpoint
+from longtask.search_attributes import registered
 from longtask.cost import TaskBudget
 from longtask.settings import Settings
 
@@ -43,7 +44,13 @@ def task_defaults(settings: Settings) -> dict[str, Any]:
 async def start_long_task(
     client: Client, settings: Settings, name: str, request: LongTaskInput, result_type: Any
 ) -> WorkflowHandle[Any, Any]:
-    """Start workflow ``name`` with ``request``; its workflow id is the task id."""
+    """Start workflow ``name`` with ``request``; its workflow id is the task id.
+
+    The task publishes its state, progress and cost as search attributes (``ltm list``, the
+    Temporal UI's columns) when the namespace has them registered, unless the request says.
+    """
+    if "search_attributes" not in request.model_fields_set:
+        request = request.model_copy(update={"search_attributes": await registered(client)})
     return await client.start_workflow(
         name,
         request,

@@ -24,6 +24,7 @@ from activities.continuation import (
     worth_continuing,
 )
 from activities.errors import StreamBrokenError, kind_of
+from activities.latency import LatencyBook
 from activities.metrics import record_attempt, record_saved_tokens, record_tokens
 from activities.partials import PartialMirror
 from activities.provider import CallLimits, embed
@@ -89,6 +90,28 @@ def limits_for(
     )
 
 
+def known_task_type(task_type: str) -> TaskType | None:
+    """The SPEC task type of that name; None for a type the task added."""
+    return TaskType(task_type) if task_type in {t.value for t in TaskType} else None
+
+
+async def learned_or_configured_limits(
+    latency: LatencyBook | None,
+    policy: TimeoutPolicy,
+    multiplier: float,
+    attempt: int,
+    task_type: str,
+    model: str,
+) -> CallLimits:
+    """The limits of a long task's call: learned from the model's pace (README: hang limits
+    that learn) for a SPEC task type at its own multiplier, as the document task's calls;
+    the configured ones for a type the task added, or a multiplier of its own."""
+    known = known_task_type(task_type)
+    if latency is None or known is None or multiplier != policy.multipliers.get(known, 1.0):
+        return limits_for(policy, multiplier, attempt, task_type, model)
+    return await latency.limits(policy, known, model, attempt)
+
+
 @contextlib.asynccontextmanager
 async def heartbeating(beat: CallHeartbeat, text_so_far: Callable[[], str]) -> AsyncIterator[None]:
     """Heartbeat the call's state at a quarter of the heartbeat timeout while it runs."""
@@ -121,8 +144,10 @@ class AgentCalls:
         limiter: SharedRateLimiter | None = None,
         mirror_messages: bool = True,
         temporal: Client | None = None,
+        latency: LatencyBook | None = None,
     ) -> None:
         self._llm = llm
+        self._latency = latency
         self._temporal = temporal
         self._api_key = api_key
         self._redis = redis
@@ -179,9 +204,10 @@ class AgentCalls:
         beat = _restored()
         await self._say_retrying(beat, request.call)
         attempt = beat.ledger.attempt_of(0)
-        limits = limits_for(
-            request.policy, request.multiplier, attempt, request.task_type, request.model
-        )
+        limits = await learned_or_configured_limits(
+            self._latency, request.policy, request.multiplier, attempt, request.task_type,
+            request.model,
+        )  # fmt: skip
         saved = beat.partial_text if request.stream else ""
         resumed = saved if worth_continuing(saved) else ""
         asked: list[dict[str, Any]] = (
@@ -230,6 +256,10 @@ class AgentCalls:
         finally:
             await mirror.close()
         self._attempted(beat, request, attempt, limits, "success", started)
+        known = known_task_type(request.task_type)
+        if self._latency is not None and known is not None and not resumed:
+            gap = answer.longest_gap_seconds
+            self._latency.observe(request.model, known, answer.first_chunk_seconds, gap)
         beat.usage.add(request.model, answer.prompt_tokens, answer.completion_tokens)
         beat.costs.record(request.step, request.model, attempt + 1, "success",
                           answer.prompt_tokens, answer.completion_tokens)  # fmt: skip
@@ -254,9 +284,10 @@ class AgentCalls:
         beat = _restored()
         await self._say_retrying(beat, request.call)
         attempt = beat.ledger.attempt_of(0)
-        limits = limits_for(
-            request.policy, request.multiplier, attempt, TaskType.EMBEDDING.value, request.model
-        )
+        limits = await learned_or_configured_limits(
+            self._latency, request.policy, request.multiplier, attempt,
+            TaskType.EMBEDDING.value, request.model,
+        )  # fmt: skip
         if self._limiter is not None:
             await self._limiter.acquire(
                 request.model, request.task_id, estimate_request_tokens(request.texts)
@@ -271,6 +302,10 @@ class AgentCalls:
             self._attempted(beat, request, attempt, limits, status, started)
             raise failed from None
         self._attempted(beat, request, attempt, limits, "success", started)
+        if self._latency is not None:
+            # An embedding comes whole: its first chunk is the answer.
+            seconds = time.monotonic() - started
+            self._latency.observe(request.model, TaskType.EMBEDDING, seconds, None)
         beat.usage.add(request.model, tokens, 0)
         beat.costs.record(request.step, request.model, attempt + 1, "success", tokens)
         record_tokens(request.step, request.model, tokens, 0)

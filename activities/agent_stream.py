@@ -18,6 +18,9 @@ class StreamedAnswer(BaseModel):
     finish_reason: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # The provider's pace, for limits that learn it (activities/latency.py).
+    first_chunk_seconds: float = 0.0
+    longest_gap_seconds: float = 0.0
 
 
 async def stream_answer(
@@ -40,4 +43,6 @@ async def stream_answer(
         finish_reason=answer.finish_reason,
         prompt_tokens=answer.prompt_tokens,
         completion_tokens=answer.completion_tokens,
+        first_chunk_seconds=answer.first_chunk_seconds,
+        longest_gap_seconds=answer.longest_gap_seconds,
     )

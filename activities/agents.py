@@ -10,8 +10,10 @@ from redis.asyncio import Redis
 from temporalio.client import Client
 
 import activities.research_tools  # noqa: F401 - registers the research agent's tools
+from activities.agent_batch import ModelBatches
 from activities.agent_calls import AgentCalls
 from activities.agent_tools import ToolRunner
+from activities.latency import LatencyBook
 from activities.rate_limits import SharedRateLimiter
 from longtask.agent import registered_tools
 from longtask.agent._loading import load_task_modules, module_names
@@ -31,6 +33,14 @@ def agent_activities(
         SharedRateLimiter(redis, settings.rate_limits) if redis and settings.rate_limits else None
     )
     api_key = settings.llm_api_key.get_secret_value()
-    calls = AgentCalls(llm, api_key, redis, limiter, settings.mirror_messages, client)
+    # Limits learned from each model's pace, shared with the document task's through Redis.
+    latency = LatencyBook(redis)
+    calls = AgentCalls(llm, api_key, redis, limiter, settings.mirror_messages, client, latency)
+    batches = ModelBatches(llm, api_key, latency, limiter)
     tools = ToolRunner(llm, api_key, settings.state_dir.resolve(), redis)
-    return [calls.call_model, calls.embed_texts, *tools.activities(registered_tools())]
+    return [
+        calls.call_model,
+        calls.embed_texts,
+        batches.call_models,
+        *tools.activities(registered_tools()),
+    ]

@@ -8,13 +8,15 @@ class Translate(LongTask):
 ```
 """
 
-from longtask.agent._context import BudgetExceededError, TaskContext
+from longtask.agent._context import BudgetExceededError, MapCallsError, TaskContext
 from longtask.agent._models import (
     AgentCarry,
     AgentStatus,
     EmbedAnswer,
     EmbedRequest,
     LongTaskInput,
+    MapCallsAnswer,
+    MapCallsRequest,
     ModelAnswer,
     ModelCallRequest,
     TaskOutcome,
@@ -36,6 +38,7 @@ from longtask.agent._task import LongTask, long_task
 from longtask.agent._tools import Tool, ToolEnv, registered_tools, tool
 from longtask.engine.names import (
     CALL_MODEL,
+    CALL_MODELS,
     CALL_RETRYING_SIGNAL,
     EMBED_TEXTS,
     INVALID_TOOL_ARGUMENTS,
@@ -44,6 +47,7 @@ from longtask.engine.names import (
 
 __all__ = [
     "CALL_MODEL",
+    "CALL_MODELS",
     "CALL_RETRYING_SIGNAL",
     "EMBED_TEXTS",
     "INVALID_TOOL_ARGUMENTS",
@@ -55,6 +59,9 @@ __all__ = [
     "EmbedRequest",
     "LongTask",
     "LongTaskInput",
+    "MapCallsAnswer",
+    "MapCallsError",
+    "MapCallsRequest",
     "ModelAnswer",
     "ModelCallRequest",
     "NoCheckpointError",

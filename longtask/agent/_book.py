@@ -77,8 +77,16 @@ class AgentBook:
         model: str = "",
     ) -> None:
         """A finished call: its tokens, its ledger rows, and a short record of its output."""
+        self.pay(usage, ledger)
+        self.note(call, step, kind, output, model)
+
+    def pay(self, usage: TokenUsage, ledger: CostLedger) -> None:
+        """Tokens and ledger rows of calls, finished or not."""
         self.usage.merge(usage)
         self.ledger.merge(ledger)
+
+    def note(self, call: int, step: str, kind: str, output: Any, model: str = "") -> None:
+        """A short record of a finished call's output in the step results."""
         self.last_model = model or self.last_model
         self.step_results.append(
             # "outputs", as the document agent's step results: LTM_MIRROR_MESSAGES=false

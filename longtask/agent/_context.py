@@ -18,6 +18,8 @@ from longtask.agent._models import (
     EmbedAnswer,
     EmbedRequest,
     LongTaskInput,
+    MapCallsAnswer,
+    MapCallsRequest,
     ModelAnswer,
     ModelCallRequest,
     ToolAnswer,
@@ -26,7 +28,7 @@ from longtask.agent._models import (
 )
 from longtask.agent._progress import Progress
 from longtask.agent._tools import Tool
-from longtask.engine.names import CALL_MODEL, EMBED_TEXTS
+from longtask.engine.names import CALL_MODEL, CALL_MODELS, EMBED_TEXTS
 from longtask.policies import TaskType
 
 Item = TypeVar("Item")
@@ -37,6 +39,20 @@ ACTIVITY_MARGIN_SECONDS = 30.0
 
 class BudgetExceededError(Exception):
     """The task's budget is spent: no new call starts and the task ends ``budget_exceeded``."""
+
+
+class MapCallsError(Exception):
+    """Calls of ``map_calls`` failed for good; ``failures`` says which (by position) and why.
+    The others' answers are in ``answers`` (None where a call failed), paid and booked."""
+
+    def __init__(self, failures: dict[int, str], answers: list[ModelAnswer | None]) -> None:
+        first = min(failures)
+        super().__init__(
+            f"{len(failures)} of {len(answers)} call(s) failed for good; "
+            f"call {first}: {failures[first]}"
+        )
+        self.failures = failures
+        self.answers = answers
 
 
 class ContinueAsNewRequested(Exception):
@@ -223,8 +239,9 @@ class TaskContext:
     ) -> list[Out]:
         """``work`` on every item, at most ``concurrency`` at a time; results in item order.
 
-        Each item's calls are activities of their own: for thousands of short model calls the
-        document agent's batches carry many calls per activity instead.
+        Each item's calls are activities of their own: right for items that call tools or
+        several models. For thousands of single model calls use ``map_calls``, which carries
+        many calls per activity.
         """
         gate = asyncio.Semaphore(max(concurrency, 1))
 
@@ -233,6 +250,94 @@ class TaskContext:
                 return await work(item)
 
         return list(await asyncio.gather(*(one(item) for item in items)))
+
+    async def map_calls(
+        self,
+        conversations: Sequence[list[dict[str, Any]]],
+        *,
+        task_type: str = "default",
+        model: str | None = None,
+        step: str = "map",
+        batch_size: int = 16,
+        batches_in_flight: int = 4,
+        call_concurrency: int = 8,
+        allow_failures: bool = False,
+        progress: Progress | None = None,
+    ) -> list[ModelAnswer]:
+        """One model call per conversation, many calls per activity: the throughput of the
+        document task's batches for a map over thousands of items.
+
+        At most ``batches_in_flight`` batches of ``batch_size`` calls run at once, each with at
+        most ``call_concurrency`` calls at a time. A call keeps its own provider attempts; a
+        retried batch makes only its missing calls. Answers come back in order; each finished
+        batch advances ``progress`` by its calls. A call that fails for good raises
+        ``MapCallsError`` once every batch ended, or with ``allow_failures`` answers with its
+        ``error`` set and no text.
+        """
+        size = max(batch_size, 1)
+        batches = [list(range(i, min(i + size, len(conversations))))
+                   for i in range(0, len(conversations), size)]  # fmt: skip
+        gate = asyncio.Semaphore(max(batches_in_flight, 1))
+        answers: list[ModelAnswer | None] = [None] * len(conversations)
+        failures: dict[int, str] = {}
+        chosen = model or self.model_for(task_type)
+
+        async def run(positions: list[int]) -> None:
+            async with gate:
+                await self._ready()
+                first = self.book.next_call()
+                for _ in positions[1:]:
+                    self.book.next_call()
+                request = MapCallsRequest(
+                    task_id=self.task_id,
+                    step=step,
+                    first_call=first,
+                    task_type=task_type,
+                    multiplier=self._multiplier(task_type),
+                    model=chosen,
+                    conversations=[conversations[p] for p in positions],
+                    policy=self.task.policy,
+                    call_concurrency=call_concurrency,
+                )
+                timeout = self._batch_timeout(task_type, len(positions), call_concurrency)
+                done: MapCallsAnswer = await workflow.execute_activity(
+                    CALL_MODELS,
+                    request,
+                    result_type=MapCallsAnswer,
+                    start_to_close_timeout=timeout,
+                    heartbeat_timeout=timedelta(seconds=self.task.heartbeat_timeout_seconds),
+                    retry_policy=self.task.policy.calls_retry_policy(),
+                    summary=f"{step}: calls {first}..{first + len(positions) - 1} "
+                    f"with {chosen} ({task_type})",
+                )
+            self.book.pay(done.usage, done.ledger)
+            for offset, position in enumerate(positions):
+                answer = done.answers.get(offset)
+                if answer is not None:
+                    answers[position] = answer
+                    self.book.note(first + offset, step, "model", answer.text, chosen)
+                else:
+                    failures[position] = done.failed.get(offset, "no answer")
+            if progress is not None:
+                progress.advance(len(positions))
+            self.changed()
+
+        await asyncio.gather(*(run(positions) for positions in batches))
+        if failures and not allow_failures:
+            raise MapCallsError(failures, answers)
+        return [
+            answer if answer is not None else ModelAnswer(text="", model=chosen, error=failures[i])
+            for i, answer in enumerate(answers)
+        ]
+
+    def _batch_timeout(self, task_type: str, calls: int, call_concurrency: int) -> timedelta:
+        """Room for every call of a batch, ``call_concurrency`` at a time, each its longest
+        attempt (the batch is retried for a failed call, so one attempt's worth each)."""
+        policy = self.task.policy
+        attempt = policy.base_timeout_seconds * self._multiplier(task_type) * 2**policy.max_retries
+        rounds = -(-calls // max(call_concurrency, 1))
+        seconds = min(attempt, policy.max_timeout_seconds) * rounds + ACTIVITY_MARGIN_SECONDS
+        return timedelta(seconds=seconds)
 
     async def run_tool_calls(self, calls: list[ToolCall], tools: Sequence[Tool]) -> None:
         """Run the tools a model asked for, side by side, and append each result to the

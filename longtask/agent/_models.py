@@ -129,6 +129,8 @@ class ModelAnswer(BaseModel):
     usage: TokenUsage = Field(default_factory=TokenUsage)
     ledger: CostLedger = Field(default_factory=CostLedger)
     stats: CallStats = Field(default_factory=CallStats)
+    # Why the call failed for good: only in ``map_calls(..., allow_failures=True)``'s answers.
+    error: str = ""
 
     def as_message(self) -> dict[str, Any]:
         """The assistant turn to append to the conversation."""
@@ -140,6 +142,32 @@ class ModelAnswer(BaseModel):
                 for c in self.tool_calls
             ]  # fmt: skip
         return message
+
+
+class MapCallsRequest(BaseModel):
+    """A batch of a long task's model calls, one activity (``TaskContext.map_calls``)."""
+
+    task_id: str
+    step: str
+    # The task's number of the batch's first call; the others follow in order.
+    first_call: int
+    task_type: str
+    multiplier: float
+    model: str
+    conversations: list[list[dict[str, Any]]]
+    policy: TimeoutPolicy
+    call_concurrency: int = Field(8, ge=1)
+
+
+class MapCallsAnswer(BaseModel):
+    """A batch's answers by position, the calls that failed for good, and what it all cost
+    (failed attempts included)."""
+
+    answers: dict[int, ModelAnswer] = Field(default_factory=dict)
+    failed: dict[int, str] = Field(default_factory=dict)
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    ledger: CostLedger = Field(default_factory=CostLedger)
+    stats: CallStats = Field(default_factory=CallStats)
 
 
 class EmbedRequest(BaseModel):

@@ -14,8 +14,8 @@ from longtask.agent._loading import load_task_modules, module_names
 from longtask.agent._models import LongTaskInput, TaskOutcome
 from longtask.agent._settings import AgentSettings
 from longtask.checkpoint_reader import load_checkpoint
-from longtask.search_attributes import registered
 from longtask.cost import TaskBudget
+from longtask.search_attributes import registered
 from longtask.settings import Settings
 
 

@@ -85,7 +85,10 @@ async def test_the_example_task_translates_a_folder_and_carries_its_glossary(
     assert (await replayer.replay_workflow(history)).replay_failure is None
 
 
+# A history too long by its events, or by its bytes (each call carries its conversation).
+@pytest.mark.parametrize("limit", [{"max_history_events": 50}, {"max_history_bytes": 10_000}])
 async def test_a_long_book_continues_as_new_runs_with_its_glossary(
+    limit: dict[str, int],
     client: Client,
     settings: Settings,
     llm: LlmServer,
@@ -106,7 +109,7 @@ async def test_a_long_book_continues_as_new_runs_with_its_glossary(
     async with running_worker(client, ours, redis):
         # A history this short holds a few chapters: the rest go to new runs of the task.
         handle = await start_task_by_name(
-            client, ours, "Translate", {"folder": str(folder), "max_history_events": 50}
+            client, ours, "Translate", {"folder": str(folder), **limit}
         )
         outcome = await handle.result()
         status = await handle.query("status", result_type=AgentStatus)

@@ -406,7 +406,10 @@ class TaskContext:
         """Continue as a new run, carrying messages, variables and cost, when the history is
         long; the task's ``work`` then starts again and finds its state where it was."""
         info = workflow.info()
-        long = info.get_current_history_length() >= self.task.max_history_events
+        long = (
+            info.get_current_history_length() >= self.task.max_history_events
+            or info.get_current_history_size() >= self.task.max_history_bytes
+        )
         if long or info.is_continue_as_new_suggested():
             raise ContinueAsNewRequested()
 

@@ -65,6 +65,9 @@ class LongTaskInput(BaseModel):
     deadline_seconds: float = Field(24 * 3600, gt=0)
     # Past this many history events, `TaskContext.continue_as_new_if_long` starts a new run.
     max_history_events: int = Field(10_000, ge=50, le=50_000)
+    # ... or past this many bytes: each model call carries its conversation, so a long one
+    # would otherwise grow a run's history with the square of its turns.
+    max_history_bytes: int = Field(8 * 1024 * 1024, ge=10_000, le=40 * 1024 * 1024)
     search_attributes: bool = False
     carried: AgentCarry | None = None
 

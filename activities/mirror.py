@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from longtask.checkpoints import (
     CHECKPOINT_TTL_SECONDS,
     PROGRESS_TTL_SECONDS,
     Checkpoint,
+    DocumentVariables,
     MirrorWrite,
     checkpoint_id_for,
     checkpoint_key,
@@ -25,7 +25,7 @@ from longtask.checkpoints import (
     latest_key,
     progress_key,
 )
-from longtask.cost import CostLedger, LedgerEntry, TokenUsage
+from longtask.cost import CostLedger
 from longtask.engine.names import CHECKPOINT_NOT_FOUND, LOAD_RESUME_STATE, WRITE_CHECKPOINT
 from longtask.models import ResumeRequest, ResumeState, step_key
 
@@ -73,16 +73,14 @@ def without_text(write: MirrorWrite) -> MirrorWrite:
     variables = dict(state.variables)
     if isinstance(variables.get("failed"), dict):
         variables["failed"] = dict.fromkeys(variables["failed"], WITHHELD)
-    metadata = dict(checkpoint.metadata)
+    metadata = checkpoint.metadata
     if checkpoint.partial_response is not None:
-        metadata["partial_chars"] = len(checkpoint.partial_response)
+        metadata = metadata.model_copy(update={"partial_chars": len(checkpoint.partial_response)})
     quiet_state = state.model_copy(
         update={
             "messages": [{k: v for k, v in m.items() if k != "content"} for m in state.messages],
             "variables": variables,
-            "step_results": [
-                {k: v for k, v in r.items() if k != "outputs"} for r in state.step_results
-            ],
+            "step_results": [r.model_copy(update={"outputs": None}) for r in state.step_results],
         }
     )
     quiet = checkpoint.model_copy(
@@ -158,19 +156,18 @@ def resume_state_of(checkpoint: Checkpoint) -> ResumeState:
     """The finished steps and the cut stream a checkpoint records, ready to skip or continue."""
     state = ResumeState()
     for result in checkpoint.state.step_results:
-        if {"path", "step", "outputs"} <= result.keys():
-            state.results[step_key(result["path"], result["step"])] = list(result["outputs"])
-    with contextlib.suppress(ValueError):
-        state.usage = TokenUsage.model_validate(checkpoint.metadata.get("usage") or {})
-    with contextlib.suppress(ValueError):
-        rows = checkpoint.metadata.get("ledger") or []
-        state.ledger = CostLedger.from_rows([LedgerEntry.model_validate(row) for row in rows])
-    variables = checkpoint.state.variables
-    state.finished = str(variables.get("finished") or "")
-    state.documents_digest = str(variables.get("documents_digest") or "")
-    partial_for = checkpoint.metadata.get("partial_for")
-    if checkpoint.partial_response and isinstance(partial_for, dict) and "path" in partial_for:
-        key = step_key(partial_for["path"], partial_for["step"])
+        if result.path is not None and result.outputs is not None:
+            state.results[step_key(result.path, result.step)] = list(result.outputs)
+    metadata = checkpoint.metadata
+    state.usage = metadata.usage
+    state.ledger = CostLedger.from_rows(metadata.ledger)
+    state.elapsed_seconds = metadata.elapsed_seconds or 0.0
+    variables = DocumentVariables.model_validate(checkpoint.state.variables)
+    state.finished = variables.finished or ""
+    state.documents_digest = variables.documents_digest or ""
+    partial_for = metadata.partial_for
+    if checkpoint.partial_response and partial_for is not None and partial_for.path:
+        key = step_key(partial_for.path, partial_for.step)
         state.partials[key] = checkpoint.partial_response
     return state
 

@@ -19,6 +19,7 @@ from activities.mirror import write_checkpoint_to
 from longtask.checkpoints import (
     Checkpoint,
     MirrorWrite,
+    PartialOf,
     ProgressSnapshot,
     checkpoint_id_for,
     checkpoint_key,
@@ -61,7 +62,9 @@ async def write_partial(
             "timestamp": iso_utc(now),
             "partial_response": text,
             "error": error,
-            "metadata": {**base.metadata, "partial_for": where},
+            "metadata": base.metadata.model_copy(
+                update={"partial_for": PartialOf.model_validate(where)}
+            ),
         }
     )
     snapshot = (

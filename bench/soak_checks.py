@@ -399,7 +399,7 @@ async def mirror_matches(redis: Redis, result: TaskResult) -> Check:
         problems.append("no newest checkpoint in Redis")
     else:
         state = checkpoint.state.variables.get("state")
-        cost = checkpoint.metadata.get("cost_so_far")
+        cost = checkpoint.metadata.cost_so_far
         if state != result.state.value:
             problems.append(f"checkpoint {checkpoint.id}: state {state}, task {result.state}")
         if checkpoint.progress != 100:

@@ -155,6 +155,8 @@ class ResumeState(BaseModel):
     ledger: CostLedger = Field(default_factory=CostLedger)
     finished: str = ""
     documents_digest: str = ""
+    # The task's elapsed time at the checkpoint: the resumed run's clock goes on from it.
+    elapsed_seconds: float = Field(0.0, ge=0)
 
 
 def step_key(path: str, step: StepKind | str) -> str:

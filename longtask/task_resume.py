@@ -14,7 +14,7 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from longtask.checkpoint_reader import load_checkpoint
-from longtask.checkpoints import Checkpoint
+from longtask.checkpoints import Checkpoint, DocumentVariables
 from longtask.client_errors import CheckpointNotFoundError, TaskRefusedError, UsageError
 from longtask.cost import TokenUsage
 from longtask.models import ResumePoint, TaskInput, TaskResult
@@ -48,7 +48,7 @@ async def previous_input(handle: WorkflowHandle[Any, Any], client: Client) -> Ta
 
 
 def checkpoint_usage(checkpoint: Checkpoint) -> TokenUsage:
-    return TokenUsage.model_validate(checkpoint.metadata.get("usage") or {})
+    return checkpoint.metadata.usage
 
 
 async def resumed_from(
@@ -59,8 +59,9 @@ async def resumed_from(
     for _ in range(10):  # each hop is one resume cut that early: a few at most
         if checkpoint is None or checkpoint.state.step_results:
             return checkpoint
-        earlier = checkpoint.state.variables.get("resume_from")
-        if not isinstance(earlier, str) or checkpoint.state.variables.get("finished"):
+        variables = DocumentVariables.model_validate(checkpoint.state.variables)
+        earlier = variables.resume_from
+        if earlier is None or variables.finished:
             return checkpoint
         older = await load_checkpoint(redis, task_id, earlier)
         if older is None:

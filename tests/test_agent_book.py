@@ -81,10 +81,11 @@ def test_a_checkpoint_holds_messages_variables_results_and_cost() -> None:
     assert first.state.messages == [{"role": "user", "content": "hello"}]
     assert first.state.variables == {"glossary": ["Tern"]}
     [result] = first.state.step_results
-    assert (result["call"], result["step"], result["kind"]) == (1, "turn 1", "model")
-    assert len(result["outputs"][0]) == 2000  # the whole text is in the conversation
-    assert first.metadata["cost_so_far"] == 0.015 and first.metadata["tokens"] == 15
-    assert first.metadata["ledger"][0]["step"] == "turn 1"
+    assert (result.call, result.step, result.kind) == (1, "turn 1", "model")
+    assert result.outputs is not None
+    assert len(result.outputs[0]) == 2000  # the whole text is in the conversation
+    assert first.metadata.cost_so_far == 0.015 and first.metadata.tokens == 15
+    assert first.metadata.ledger[0].step == "turn 1"
     assert second.error == "stopped" and first.error is None
     # The checkpoint is JSON of the SPEC's layout.
     body = json.loads(first.to_json())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 from redis.asyncio import Redis
@@ -51,7 +52,7 @@ async def test_a_budget_reached_mid_conversation_then_a_resume_with_more(
         assert stopped.state is TaskState.BUDGET_EXCEEDED, stopped.reason
         assert "reached the budget" in stopped.reason
         checkpoint = await latest_checkpoint(redis, first.id)
-        assert checkpoint is not None and checkpoint.metadata["state"] == "budget_exceeded"
+        assert checkpoint is not None and checkpoint.metadata.state == "budget_exceeded"
         # The model asked for a tool; the budget stopped the task before it ran.
         roles = [m["role"] for m in checkpoint.state.messages]
         assert roles == ["system", "user", "assistant"]
@@ -59,6 +60,16 @@ async def test_a_budget_reached_mid_conversation_then_a_resume_with_more(
 
         again = await resume_research(client, ours, redis, first.id, budget=TaskBudget())
         finished = await again.result()
+        last = await latest_checkpoint(redis, first.id)
+
+    # Progress and elapsed time go on from the checkpoint resumed from.
+    before = checkpoint.metadata.elapsed_seconds
+    assert before is not None and before > 0
+    assert last is not None and last.metadata.elapsed_seconds is not None
+    started = (await again.describe()).start_time
+    own = (datetime.fromisoformat(last.timestamp) - started).total_seconds()
+    assert last.metadata.elapsed_seconds >= before + own - 0.05
+    assert last.progress == 100.0
 
     assert finished.state is TaskState.COMPLETED, finished.reason
     assert finished.result is not None and finished.result.sources

@@ -78,7 +78,7 @@ async def test_a_cancelled_task_resumes_from_its_messages(
         with pytest.raises(WorkflowFailureError):
             await handle.result()
         stopped = await latest_checkpoint(redis, handle.id)
-        assert stopped is not None and stopped.metadata["state"] == "cancelled"
+        assert stopped is not None and stopped.metadata.state == "cancelled"
         assert stopped.error == "cancel requested"
         kept = stopped.state.messages
         assert [m["role"] for m in kept[:3]] == ["system", "user", "assistant"]
@@ -116,5 +116,5 @@ async def test_a_task_past_its_deadline_ends_timed_out_with_a_checkpoint(
     assert outcome.state is TaskState.TIMED_OUT
     assert outcome.result is None and "deadline" in outcome.reason
     checkpoint = await latest_checkpoint(redis, handle.id)
-    assert checkpoint is not None and checkpoint.metadata["state"] == "timed_out"
+    assert checkpoint is not None and checkpoint.metadata.state == "timed_out"
     assert checkpoint.error == outcome.reason

@@ -183,11 +183,11 @@ async def test_every_text_field_is_left_out_and_resume_then_redoes_the_steps(
     assert "merger" not in stored
     kept = Checkpoint.model_validate_json(stored)
     assert kept.state.messages == [MESSAGE]
-    assert kept.state.step_results == [STEP]
+    assert [r.model_dump(exclude_none=True) for r in kept.state.step_results] == [STEP]
     assert kept.state.variables == {"state": "failed", "failed": {"b.pdf": WITHHELD}}
     assert kept.partial_response is None and kept.error == WITHHELD
-    assert kept.metadata["partial_chars"] == len("The merger")
-    assert (kept.metadata["cost_so_far"], kept.metadata["tokens"]) == (0.5, 900)
+    assert kept.metadata.partial_chars == len("The merger")
+    assert (kept.metadata.cost_so_far, kept.metadata.tokens) == (0.5, 900)
     # Nothing to skip or continue from such a checkpoint: a resumed run makes those calls again.
     resumed = resume_state_of(kept)
     assert not resumed.results and not resumed.partials

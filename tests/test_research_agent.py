@@ -91,8 +91,8 @@ async def test_the_research_agent_answers_from_its_tools(
     assert assistant_calls[0]["tool_calls"][0]["function"]["name"] == "search_corpus"
     assert checkpoint.state.variables["question"] == QUESTION
     assert checkpoint.state.variables["corpus"]["chunks"] > 0
-    assert checkpoint.metadata["state"] == "completed"
-    assert checkpoint.metadata["cost_so_far"] == outcome.cost_so_far
+    assert checkpoint.metadata.state == "completed"
+    assert checkpoint.metadata.cost_so_far == outcome.cost_so_far
 
     history = await handle.fetch_history()
     replayer = Replayer(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from temporalio.worker import Replayer, Worker
 from longtask.checkpoint_reader import load_checkpoint, resume_task
 from longtask.client import TaskClient
 from longtask.client_errors import TaskRefusedError
-from longtask.models import TaskResult
+from longtask.models import TaskResult, TaskStatus
 from longtask.policies import StepKind
 from longtask.settings import Settings
 from longtask.states import TaskState
@@ -89,13 +90,23 @@ async def test_a_cancelled_task_resumes_without_repeating_finished_steps(
 
     assert result.state is TaskState.COMPLETED
     assert all(document.report for document in result.documents)
-    # The cost carries on from what the first run paid.
-    assert result.cost_so_far > checkpoint.metadata["cost_so_far"] > 0
+    # The cost carries on from what the first run paid, and so does the elapsed time.
+    assert result.cost_so_far > checkpoint.metadata.cost_so_far > 0
+    before = checkpoint.metadata.elapsed_seconds
+    assert before is not None and before > 0.6  # two documents of 0.3 s calls at least
+    final = await load_checkpoint(redis, task_id)
+    assert final is not None and final.metadata.elapsed_seconds is not None
+    # The resumed run's own time, from its start to its last checkpoint, comes on top.
+    started = (await handle.describe()).start_time
+    own = (datetime.fromisoformat(final.timestamp) - started).total_seconds()
+    assert final.metadata.elapsed_seconds >= before + own - 0.05
+    status = await handle.query("status", result_type=TaskStatus)
+    assert status.record.elapsed_seconds >= final.metadata.elapsed_seconds
     # Only the steps not finished before the cancel called the model again.
     summaries_done = sum(
-        len(r["outputs"]) for r in checkpoint.state.step_results if r["step"] == "summarize"
+        len(r.outputs or []) for r in checkpoint.state.step_results if r.step == "summarize"
     )
-    done = Counter(r["step"] for r in checkpoint.state.step_results)
+    done = Counter(r.step for r in checkpoint.state.step_results)
     # Steps the batch cut by the cancel had finished are in the checkpoint too.
     not_done = (4 * 4 - summaries_done) + (4 - done["reason"]) + (4 - done["report"])
     assert llm.count("/chat/completions") == not_done
@@ -126,7 +137,7 @@ async def test_steps_a_cancelled_batch_finished_are_not_asked_again(
     await replays(client, handle)
     checkpoint = await load_checkpoint(redis, task.task_id)
     assert checkpoint is not None and checkpoint.state.variables["state"] == "cancelled"
-    assert {r["step"] for r in checkpoint.state.step_results} == {"embed", "summarize"}
+    assert {r.step for r in checkpoint.state.step_results} == {"embed", "summarize"}
     # The server's log is not read while it holds the call: a read waits for calls in flight,
     # and this test's worker shares its event loop. A reset log leaves the held call out.
     llm.reset()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any
 
+from longtask.checkpoints import StepRecord
 from longtask.models import ResumeState
 
 # What a checkpoint's message carries instead of text its ``step_results`` already hold.
@@ -12,7 +13,7 @@ CONTENT_IN_STEP_RESULTS = "step_results"
 
 
 def messages_beside(
-    messages: list[dict[str, Any]], step_results: list[dict[str, Any]]
+    messages: list[dict[str, Any]], step_results: list[StepRecord]
 ) -> list[dict[str, Any]]:
     """The messages of a checkpoint, each text stored once.
 
@@ -21,7 +22,7 @@ def messages_beside(
     ``"content_in": "step_results"`` instead of holding a second copy. Messages of documents
     whose step results a large task no longer keeps hold their text.
     """
-    held = {(r.get("document"), r.get("step"), *r.get("outputs", [])[:1]) for r in step_results}
+    held = {(r.document, r.step, *(r.outputs or [])[:1]) for r in step_results}
     kept = []
     for message in messages:
         step = message.get("step")
@@ -34,12 +35,12 @@ def messages_beside(
     return kept
 
 
-def step_results_of(resume: ResumeState) -> list[dict[str, Any]]:
+def step_results_of(resume: ResumeState) -> list[StepRecord]:
     """Steps earlier runs finished (``resume.results``), in the checkpoint's form."""
     results = []
     for key, outputs in sorted(resume.results.items()):
         path, step = key.rsplit("|", 1)
         results.append(
-            {"document": PurePath(path).name, "path": path, "step": step, "outputs": outputs}
+            StepRecord(document=PurePath(path).name, path=path, step=step, outputs=outputs)
         )
     return results

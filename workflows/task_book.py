@@ -11,9 +11,12 @@ from typing import Any
 
 from longtask.checkpoints import (
     Checkpoint,
+    CheckpointMetadata,
     CheckpointState,
+    DocumentVariables,
     MirrorWrite,
     ProgressSnapshot,
+    StepRecord,
     checkpoint_id_for,
     iso_utc,
     next_checkpoint_ms,
@@ -77,7 +80,7 @@ class TaskBook:
         # Tokens of steps still running, as their last progress report said.
         self.running_usage: dict[str, TokenUsage] = {}
         self.stats: dict[str, CallStats] = {}
-        self.step_results: dict[int, list[dict[str, Any]]] = {}
+        self.step_results: dict[int, list[StepRecord]] = {}
         self.messages: list[dict[str, Any]] = []
         self.in_flight: set[int] = set()
         # Steps done by documents that ended: counted once, so the record never walks them.
@@ -90,6 +93,8 @@ class TaskBook:
         self.last_checkpoint_ms = 0
         self.runs = 1
         self.resume = ResumeState()
+        # Time the task ran before this run began (a resume): its elapsed time goes on from it.
+        self.elapsed_before = 0.0
         # Until the documents are found (a large folder takes a while, and a continued run
         # finds them again), the record shows this run's phase and what the last run had done.
         self.documents_known = False
@@ -122,6 +127,7 @@ class TaskBook:
     def take_results(self, resume: ResumeState) -> None:
         """Steps an earlier run finished: skipped here, and their tokens already paid."""
         self.resume = resume
+        self.elapsed_before = resume.elapsed_seconds
         self.usage.merge(resume.usage)
         self.ledger.merge(resume.ledger)
 
@@ -227,8 +233,8 @@ class TaskBook:
         self.usage.merge(result.usage)
         self.ledger.merge(result.ledger)
         self.step_results.setdefault(document.index, []).append(
-            {"document": document.name, "path": document.path, "step": kind.value,
-             "outputs": result.outputs}
+            StepRecord(document=document.name, path=document.path, step=kind.value,
+                       outputs=result.outputs)
         )  # fmt: skip
         if ran:
             self.stats[key] = result.stats
@@ -368,7 +374,7 @@ class TaskBook:
             self.task.task_id,
             done,
             total,
-            (now - self.started_at).total_seconds(),
+            (now - self.started_at).total_seconds() + self.elapsed_before,
             {
                 **metadata,
                 "state": self.machine.state.value,
@@ -444,24 +450,24 @@ class TaskBook:
         """The task as it is now, as a checkpoint with a fresh, increasing id."""
         record = self.record(now)
         self.last_checkpoint_ms = next_checkpoint_ms(now, self.last_checkpoint_ms)
-        variables: dict[str, Any] = {"state": self.machine.state.value, "paths": self.task.paths}
+        variables = DocumentVariables(state=self.machine.state.value, paths=self.task.paths)
         step_results = [r for i in sorted(self.step_results) for r in self.step_results[i]]
         if not self.documents_known:
             # What the runs before this one did, so this checkpoint, the newest, says no less.
-            variables.update(self._earlier_variables())
+            variables = self._earlier_variables(variables)
             step_results = step_results_of(self.resume)
         elif self.inline:
-            variables["documents"] = [d.name for d in self.documents]
-            variables["reports"] = {r.name: r.state.value for r in self.reports.values()}
+            variables.documents = [d.name for d in self.documents]
+            variables.reports = {r.name: r.state.value for r in self.reports.values()}
         else:
-            variables["documents"] = len(self.documents)
-            variables["documents_digest"] = documents_digest(self.documents)
-            variables["finished"] = to_ranges(
+            variables.documents = len(self.documents)
+            variables.documents_digest = documents_digest(self.documents)
+            variables.finished = to_ranges(
                 i for i, r in self.reports.items() if r.state is TaskState.COMPLETED
             )
             failed = {r.name: r.error for r in self.reports.values() if r.state is TaskState.FAILED}
-            variables["failed"] = dict(list(failed.items())[:INLINE_DOCUMENTS])
-            variables["failed_count"] = len(failed)
+            variables.failed = dict(list(failed.items())[:INLINE_DOCUMENTS])
+            variables.failed_count = len(failed)
         usage = self.total_usage()
         checkpoint = Checkpoint(
             id=checkpoint_id_for(self.task.task_id, self.last_checkpoint_ms),
@@ -470,54 +476,60 @@ class TaskBook:
             progress=record.progress,
             state=CheckpointState(
                 messages=messages_beside(self.messages, step_results),
-                variables=variables,
+                variables=variables.model_dump(exclude_none=True),
                 current_step=record.step,
                 step_results=step_results,
             ),
-            metadata={
-                "model": self.last_model,
-                "cost_so_far": usage.cost(self.task.prices),
-                "tokens": usage.total_tokens,
-                "usage": usage.model_dump(),
-                "ledger": [entry.model_dump() for entry in self.ledger.rows()],
-            },
+            metadata=CheckpointMetadata(
+                model=self.last_model,
+                cost_so_far=usage.cost(self.task.prices),
+                tokens=usage.total_tokens,
+                usage=usage,
+                ledger=self.ledger.rows(),
+                elapsed_seconds=record.elapsed_seconds,
+            ),
             error=error,
         )
         snapshot = ProgressSnapshot(timestamp=now.timestamp(), status=record)
         return MirrorWrite(checkpoint=checkpoint, snapshot=snapshot)
 
-    def _earlier_variables(self) -> dict[str, Any]:
+    def _earlier_variables(self, variables: DocumentVariables) -> DocumentVariables:
         """Checkpoint variables of a run still finding its documents: the documents earlier
         runs finished, as the run before this one (or the checkpoint resumed from) named them.
         A resumed run that has not read its checkpoint yet names it (``resume_from``)."""
         failed = {r.name: r.error for r in self.reports.values() if r.state is TaskState.FAILED}
-        variables: dict[str, Any] = {
-            "phase": FINDING_DOCUMENTS,
-            "documents": self.carried_figures[2],
-            "failed": dict(list(failed.items())[:INLINE_DOCUMENTS]),
-            "failed_count": len(failed),
-        }
+        variables = variables.model_copy(
+            update={
+                "phase": FINDING_DOCUMENTS,
+                "documents": self.carried_figures[2],
+                "failed": dict(list(failed.items())[:INLINE_DOCUMENTS]),
+                "failed_count": len(failed),
+            }
+        )
         if self.carried_figures[2] > INLINE_DOCUMENTS:
             # A large task names its finished documents as ranges (see below).
             completed = (i for i, r in self.reports.items() if r.state is TaskState.COMPLETED)
-            variables["finished"] = to_ranges(completed)
-            variables["documents_digest"] = self.carried_digest
+            variables.finished = to_ranges(completed)
+            variables.documents_digest = self.carried_digest
         elif self.resume.finished:
-            variables["finished"] = self.resume.finished
-            variables["documents_digest"] = self.resume.documents_digest
+            variables.finished = self.resume.finished
+            variables.documents_digest = self.resume.documents_digest
         if self.task.resume_from is not None:
-            variables["resume_from"] = self.task.resume_from.checkpoint_id
+            variables.resume_from = self.task.resume_from.checkpoint_id
         return variables
 
     def carry_over(self) -> TaskInput:
         """This task's input for its next run: everything done so far travels with it."""
         finished = {
-            step_key(r["path"], r["step"]): list(r["outputs"])
+            step_key(r.path, r.step): list(r.outputs)
             for results in self.step_results.values()
             for r in results
+            if r.path is not None and r.outputs is not None
         }
         carried = CarriedState(
-            resume=ResumeState(results=finished, usage=self.usage),
+            resume=ResumeState(
+                results=finished, usage=self.usage, elapsed_seconds=self.elapsed_before
+            ),
             machine=self.machine,
             reports=self.reports,
             stats=self.stats,

@@ -10,15 +10,17 @@ from typing import Any
 from longtask.agent._models import AgentCarry, AgentStatus, LongTaskInput
 from longtask.checkpoints import (
     Checkpoint,
+    CheckpointMetadata,
     CheckpointState,
     MirrorWrite,
     ProgressSnapshot,
+    StepRecord,
     checkpoint_id_for,
     epoch_ms_of,
     iso_utc,
     next_checkpoint_ms,
 )
-from longtask.cost import CostLedger, LedgerEntry, TokenUsage
+from longtask.cost import CostLedger, TokenUsage
 from longtask.progress import ProgressNode, ProgressRecord, build_record
 from longtask.states import TaskState, TaskStateMachine
 
@@ -43,7 +45,8 @@ class AgentBook:
         self.tree = carried.progress or ProgressNode(name=task.task_id)
         self.messages: list[dict[str, Any]] = list(carried.messages)
         self.variables: dict[str, Any] = dict(carried.variables)
-        self.step_results: list[dict[str, Any]] = list(carried.step_results)
+        self.step_results: list[StepRecord] = list(carried.step_results)
+        self.elapsed_before = carried.elapsed_seconds
         self.usage = TokenUsage()
         self.usage.merge(carried.usage)
         self.ledger = CostLedger()
@@ -91,7 +94,7 @@ class AgentBook:
         self.step_results.append(
             # "outputs", as the document agent's step results: LTM_MIRROR_MESSAGES=false
             # leaves them out of the mirror (activities/mirror.py, without_text).
-            {"call": call, "step": step, "kind": kind, "model": model, "outputs": [_short(output)]}
+            StepRecord(call=call, step=step, kind=kind, model=model, outputs=[_short(output)])
         )
         del self.step_results[:-STEP_RESULTS_KEPT]
 
@@ -142,7 +145,7 @@ class AgentBook:
             self.task.task_id,
             self.tree.steps_done(),
             self.tree.steps_total(),
-            (now - self.started_at).total_seconds(),
+            (now - self.started_at).total_seconds() + self.elapsed_before,
             {"state": self.machine.state.value, "cost_so_far": self.cost(), "runs": self.runs},
         )
         if self.machine.is_terminal and self.machine.state is not TaskState.COMPLETED:
@@ -191,16 +194,17 @@ class AgentBook:
                 current_step=record.step,
                 step_results=self.step_results,
             ),
-            metadata={
-                "state": self.machine.state.value,
-                "model": self.last_model,
-                "cost_so_far": self.cost(),
-                "tokens": self.usage.total_tokens,
-                "usage": self.usage.model_dump(),
-                "ledger": [entry.model_dump() for entry in self.ledger.rows()],
-                "calls": self.calls,
-                "progress_tree": self.tree.model_dump(),
-            },
+            metadata=CheckpointMetadata(
+                state=self.machine.state.value,
+                model=self.last_model,
+                cost_so_far=self.cost(),
+                tokens=self.usage.total_tokens,
+                usage=self.usage,
+                ledger=self.ledger.rows(),
+                calls=self.calls,
+                progress_tree=self.tree,
+                elapsed_seconds=record.elapsed_seconds,
+            ),
             error=error,
         )
         snapshot = ProgressSnapshot(timestamp=now.timestamp(), status=record)
@@ -218,6 +222,7 @@ class AgentBook:
             progress=self.tree,
             calls=self.calls,
             started_at=self.started_at,
+            elapsed_seconds=self.elapsed_before,
             last_checkpoint_ms=self.last_checkpoint_ms,
             runs=self.runs,
         )
@@ -230,18 +235,15 @@ def carry_from_checkpoint(checkpoint: Checkpoint) -> AgentCarry:
     and paid stays.
     """
     metadata = checkpoint.metadata
-    ledger = CostLedger.from_rows(
-        [LedgerEntry.model_validate(row) for row in metadata.get("ledger") or []]
-    )
-    tree = metadata.get("progress_tree")
     return AgentCarry(
         messages=checkpoint.state.messages,
         variables=checkpoint.state.variables,
         step_results=checkpoint.state.step_results,
-        usage=TokenUsage.model_validate(metadata.get("usage") or {}),
-        ledger=ledger,
-        progress=ProgressNode.model_validate(tree) if tree else None,
-        calls=int(metadata.get("calls") or 0),
+        usage=metadata.usage,
+        ledger=CostLedger.from_rows(metadata.ledger),
+        progress=metadata.progress_tree,
+        calls=metadata.calls or 0,
+        elapsed_seconds=metadata.elapsed_seconds or 0.0,
         # The new run's checkpoints come after this one, whatever the clocks say.
         last_checkpoint_ms=epoch_ms_of(checkpoint.id),
     )

@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from longtask.checkpoints import StepRecord
 from longtask.cost import DEFAULT_PRICES_PER_MILLION, CostLedger, Price, TaskBudget, TokenUsage
 from longtask.models import CallStats
 from longtask.policies import TimeoutPolicy
@@ -34,13 +35,15 @@ class AgentCarry(BaseModel):
 
     messages: list[dict[str, Any]] = Field(default_factory=list)
     variables: dict[str, Any] = Field(default_factory=dict)
-    step_results: list[dict[str, Any]] = Field(default_factory=list)
+    step_results: list[StepRecord] = Field(default_factory=list)
     machine: TaskStateMachine | None = None
     usage: TokenUsage = Field(default_factory=TokenUsage)
     ledger: CostLedger = Field(default_factory=CostLedger)
     progress: ProgressNode | None = None
     calls: int = 0
     started_at: datetime | None = None
+    # Time the task ran before the run it was resumed from began: its clock goes on from it.
+    elapsed_seconds: float = Field(0.0, ge=0)
     last_checkpoint_ms: int = 0
     runs: int = 1
 

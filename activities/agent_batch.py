@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from activities.agent_calls import known_task_type, learned_or_configured_limits
 from activities.agent_stream import stream_answer
 from activities.attempts import AttemptLedger, ProviderFailure, step_failure
+from activities.batch import cancelled_by_its_task
 from activities.continuation import estimate_prompt_tokens, estimate_tokens
 from activities.errors import StreamBrokenError, kind_of
 from activities.latency import LatencyBook
@@ -117,9 +118,21 @@ class ModelBatches:
                 except ProviderFailure as failure:
                     failures.append(failure)
 
-        async with heartbeating(beat):
-            await asyncio.gather(*(one(item) for item in todo))
+        try:
+            async with heartbeating(beat):
+                await asyncio.gather(*(one(item) for item in todo))
+        except asyncio.CancelledError:
+            if not cancelled_by_its_task():
+                raise
+            # The task is cancelled: it books what this answer holds (answers and what every
+            # attempt paid) in its last checkpoint. Calls in flight were cut by the cancel.
+            activity.logger.info("%s: batch cancelled by its task", request.step)
+            return self._answer(beat)
         self._settle(request, failures, beat)
+        return self._answer(beat)
+
+    @staticmethod
+    def _answer(beat: BatchHeartbeat) -> MapCallsAnswer:
         return MapCallsAnswer(
             answers=beat.answers,
             failed=beat.failed,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 
 from activities.agent_batch import BatchHeartbeat
 from bench.map_task import MAP_TASK, MapInput, MapOutcome
@@ -23,7 +23,7 @@ from longtask.settings import Settings
 from longtask.states import TaskState
 from longtask.tooling.servers import LlmServer
 from longtask.tooling.worker_process import WorkerProcess
-from tests.agents import FAST_POLICY, running_worker
+from tests.agents import FAST_POLICY, latest_checkpoint, running_worker
 
 CHAT = "/chat/completions"
 
@@ -143,3 +143,36 @@ async def test_a_killed_worker_costs_only_the_calls_it_had_not_recorded(
     # answered after that heartbeat) is asked again once; nothing durable is.
     durable = completed_batches * 16 + recorded
     assert asked_again == sent_before_kill - durable
+
+
+async def test_a_cancelled_map_books_every_answer_its_batches_had(
+    client: Client,
+    settings: Settings,
+    llm: LlmServer,
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    llm.add({"type": "delay", "seconds": 0.3, "times": None})
+    monkeypatch.setenv("LTM_TASK_MODULES", "bench.map_task")
+    request = map_input(settings, items=96, calls_in_flight=32, call_concurrency=2)
+    async with running_worker(client, settings, redis):
+        handle = await start_long_task(client, settings, MAP_TASK, request, MapOutcome)
+        for _ in range(300):
+            beats = await pending_heartbeats(client, request.task_id)
+            if any(len(beat.answers) >= 4 for beat in beats):
+                break
+            await asyncio.sleep(0.1)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    final = await latest_checkpoint(redis, request.task_id)
+    assert final is not None and final.metadata.state == "cancelled"
+    answered = sum(
+        1
+        for r in llm.requests()
+        if r["path"].endswith(CHAT) and r.get("completed") and r.get("status") == 200
+    )
+    booked = sum(row.calls for row in final.metadata.ledger if row.status == "success")
+    # The batches cut by the cancel answered with what they had: every answer is paid for in
+    # the last checkpoint, and none of the 96 calls was left to finish.
+    assert 4 <= booked == answered < 96

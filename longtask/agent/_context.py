@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
+from temporalio.workflow import ActivityCancellationType
 
 from longtask.agent._book import AgentBook
 from longtask.agent._models import (
@@ -28,7 +29,7 @@ from longtask.agent._models import (
 )
 from longtask.agent._progress import Progress
 from longtask.agent._tools import Tool
-from longtask.engine.names import CALL_MODEL, CALL_MODELS, EMBED_TEXTS
+from longtask.engine.names import CALL_MODEL, CALL_MODELS, EMBED_TEXTS, PATCH_MAP_WAITS_FOR_ALL
 from longtask.policies import TaskType
 
 Item = TypeVar("Item")
@@ -249,7 +250,9 @@ class TaskContext:
             async with gate:
                 return await work(item)
 
-        return list(await asyncio.gather(*(one(item) for item in items)))
+        # Runs begun before waited only until the first error or cancel.
+        wait_for_all = workflow.patched(PATCH_MAP_WAITS_FOR_ALL)
+        return await _all_of((one(item) for item in items), wait_for_all)
 
     async def map_calls(
         self,
@@ -307,6 +310,8 @@ class TaskContext:
                     start_to_close_timeout=timeout,
                     heartbeat_timeout=timedelta(seconds=self.task.heartbeat_timeout_seconds),
                     retry_policy=self.task.policy.calls_retry_policy(),
+                    # A cancelled task ends once its batches answered with what they had.
+                    cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                     summary=f"{step}: calls {first}..{first + len(positions) - 1} "
                     f"with {chosen} ({task_type})",
                 )
@@ -322,7 +327,7 @@ class TaskContext:
                 progress.advance(len(positions))
             self.changed()
 
-        await asyncio.gather(*(run(positions) for positions in batches))
+        await _all_of(run(positions) for positions in batches)
         if failures and not allow_failures:
             raise MapCallsError(failures, answers)
         return [
@@ -412,6 +417,20 @@ class TaskContext:
         )
         if long or info.is_continue_as_new_suggested():
             raise ContinueAsNewRequested()
+
+
+async def _all_of(works: Iterable[Awaitable[Out]], wait_for_all: bool = True) -> list[Out]:
+    """Every result in order, once every work ended; then the first error, if any.
+
+    A plain gather ends at the first error, or as soon as a work still waiting for its turn is
+    cancelled: a cancelled task would end before its calls in flight answered with what they
+    had finished (and paid for).
+    """
+    ended = await asyncio.gather(*works, return_exceptions=wait_for_all)
+    for outcome in ended:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return cast(list[Out], ended)
 
 
 def _calls_of(message: dict[str, Any]) -> list[ToolCall]:

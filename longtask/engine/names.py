@@ -69,3 +69,6 @@ PATCH_BATCHES_FAIL_BY_CALL_ATTEMPTS = "batches-fail-by-call-attempts"
 # Long tasks: checkpoints on the engine's cadence (each change, 10 steps, 30 s) with search
 # attributes, instead of one checkpoint per change and search attributes on transitions only.
 PATCH_LONG_TASK_CADENCE = "long-task-cadence"
+# ``TaskContext.map`` waits for every item's work before it raises the first error (a cancel
+# included), so the calls in flight answer and are booked.
+PATCH_MAP_WAITS_FOR_ALL = "map-waits-for-all"

@@ -29,6 +29,8 @@ from longtask.states import TaskState, TaskStateMachine
 STEP_OUTPUT_CHARS = 2000
 # Step results a checkpoint keeps: the newest ones.
 STEP_RESULTS_KEPT = 200
+# Up to this many calls, a long task checkpoints at each change (see AgentBook.inline).
+INLINE_CALLS = 200
 
 
 def _short(output: Any) -> str:
@@ -59,10 +61,15 @@ class AgentBook:
         self.last_checkpoint_ms = carried.last_checkpoint_ms
         self.runs = carried.runs + 1 if task.carried is not None else 1
 
-    # A conversation changes at every call: each change is worth a checkpoint, and a long
-    # task's checkpoint stays small (the newest step results, the conversation it carries).
-    inline = True
+    # A conversation changes at every call: each change is worth a checkpoint.
     every_change = True
+
+    @property
+    def inline(self) -> bool:
+        """A task of a few hundred calls checkpoints at every change; past that (a map over
+        thousands of items) at most once a second, as a large document task does: each
+        checkpoint carries up to 200 step results, and building one costs the workflow."""
+        return self.calls <= INLINE_CALLS
 
     def next_call(self) -> int:
         """The number of the task's next call: ids and keys stay unique across runs."""

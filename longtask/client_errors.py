@@ -42,3 +42,13 @@ def no_worker_hint(task_queue: str) -> str:
         f"no worker polls task queue {task_queue!r}; start one with `make worker` "
         f"(or `LTM_TASK_QUEUE={task_queue} python worker.py`)"
     )
+
+
+def no_worker_answered_hint(task_queue: str) -> str:
+    """What to do when a worker is listed on ``task_queue`` but none answered: Temporal lists a
+    worker that died for a minute or more after its death."""
+    return (
+        f"if no worker runs on task queue {task_queue!r} (one that died lately is still listed "
+        f"for a minute or so), start one with `make worker` "
+        f"(or `LTM_TASK_QUEUE={task_queue} python worker.py`)"
+    )

@@ -124,3 +124,17 @@ def test_the_status_line_wraps_between_figures_never_inside_one() -> None:
     for figure in status_figures("task-87173ae18df6", status):
         assert any(figure in line for line in lines), figure
     assert "ETA paused" in lines[1]
+
+
+def test_the_closing_line_wraps_between_words_at_80_columns() -> None:
+    result = big_result().model_copy(update={"task_id": f"weekly-{'x' * 40}"})
+    text = rendered_result(result)
+    closing = text[text.index(f"task {result.task_id}") :]
+    assert all(len(line) <= 80 for line in closing.splitlines())
+    assert "$14.352871" in closing and "cost so far $14.352871" in " ".join(closing.split())
+
+
+def rendered_result(result: TaskResult) -> str:
+    console = Console(width=80, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    print_result(result, console)
+    return console.export_text(styles=False)

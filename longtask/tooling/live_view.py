@@ -204,8 +204,7 @@ def print_result(
         f"task {result.task_id} {result.state.value}: {len(result.documents)} document(s) "
         f"({done} reported), {result.usage.total_tokens} tokens, "
         f"cost so far ${result.cost_so_far:.6f}",
-        soft_wrap=True,
-        markup=False,
+        markup=False,  # wrapped between words at 80 columns, never inside a number
     )
 
 
@@ -221,8 +220,7 @@ def print_outcome(name: str, outcome: TaskOutcome[Any], console: Console) -> Non
     console.print(
         f"task {outcome.task_id} ({name}) {outcome.state.value}: "
         f"{outcome.usage.total_tokens} tokens, cost so far ${outcome.cost_so_far:.6f}",
-        soft_wrap=True,
-        markup=False,
+        markup=False,  # wrapped between words at 80 columns, never inside a number
     )
 
 

@@ -52,3 +52,11 @@ def no_worker_answered_hint(task_queue: str) -> str:
         f"for a minute or so), start one with `make worker` "
         f"(or `LTM_TASK_QUEUE={task_queue} python worker.py`)"
     )
+
+
+def task_module_hint(task_name: str) -> str:
+    """What else to check when no worker runs a long task of one's own: its module."""
+    return (
+        f"workers run {task_name} only with its module in LTM_TASK_MODULES "
+        f"(e.g. `LTM_TASK_MODULES=examples.translate make worker`)"
+    )

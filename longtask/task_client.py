@@ -30,6 +30,7 @@ from longtask.client_errors import (
     UsageError,
     no_worker_answered_hint,
     no_worker_hint,
+    task_module_hint,
 )
 from longtask.connections import connect_redis, connect_temporal
 from longtask.models import TaskInput, TaskResult, TaskStatus
@@ -148,7 +149,12 @@ class TaskClient:
             answer = await query_agent_status(self.handle(task_id))
             if answer is not None:
                 return agent_status_record(name, answer), True
-        return await self.mirrored_status(task_id, workers), False
+        try:
+            return await self.mirrored_status(task_id, workers), False
+        except NoWorkerError as error:
+            if name == DOCUMENT_TASK:
+                raise
+            raise NoWorkerError(f"{error}; {task_module_hint(name)}") from None
 
     async def mirrored_status(self, task_id: str, workers: int) -> dict[str, Any]:
         """The task's newest progress record in the Redis mirror."""
@@ -317,7 +323,8 @@ class TaskClient:
         )
 
     async def _update(self, task_id: str, name: str) -> str:
-        status = await self.describe_status(task_id)
+        description = await self.describe(task_id)
+        status = description.status or WorkflowExecutionStatus.RUNNING
         if status != WorkflowExecutionStatus.RUNNING:
             raise TaskRefusedError(
                 f"task {task_id} has ended ({status.name.lower()}); it cannot {name}"
@@ -341,5 +348,12 @@ class TaskClient:
             if error.status == RPCStatusCode.NOT_FOUND:  # the run closed before taking it
                 raise TaskRefusedError(
                     f"task {task_id} ended before it took the {name}; see `ltm status {task_id}`"
+                ) from None
+            if error.status == RPCStatusCode.FAILED_PRECONDITION:  # its workflow task fails
+                task_name = description.workflow_type
+                raise TaskRefusedError(
+                    f"task {task_id}: its workers cannot run it now ({error.message}); see the "
+                    "worker's log"
+                    + ("" if task_name == DOCUMENT_TASK else f"; {task_module_hint(task_name)}")
                 ) from None
             raise

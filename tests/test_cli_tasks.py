@@ -3,6 +3,7 @@ name from the command line, followed, paused, resumed, cancelled and rerun, each
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 from temporalio.client import Client
+from temporalio.worker import Worker
 
 from longtask.agent import AgentStatus
 from longtask.client import TaskClient, UsageError
@@ -159,3 +161,23 @@ async def test_the_python_client_starts_a_task_by_name_and_reads_its_outcome(
         await tasks.result(task_id)
     with pytest.raises(UsageError, match="known: Translate"):
         await tasks.start_task("Translat", {})
+
+
+async def test_a_worker_without_the_tasks_module_is_named_as_the_cause(
+    client: Client, settings: Settings, worker: Worker, book: Path
+) -> None:
+    # The worker fixture loads no task module; the command line does.
+    started = await ltm(settings, "start-task", "Translate", "--input",
+                        json.dumps({"folder": str(book)}), extra_env=MODULES)  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    handle = client.get_workflow_handle(started.stdout.strip())
+    for _ in range(600):  # until the worker has failed the task's first workflow task
+        pending = (await handle.describe()).raw_description.pending_workflow_task
+        if pending.attempt >= 2:
+            break
+        await asyncio.sleep(0.1)
+    for command in ("pause", "status"):
+        refused = await ltm(settings, command, handle.id)
+        assert refused.returncode == 1
+        assert "its module in LTM_TASK_MODULES" in one_line(refused), command
+    await handle.terminate("test over")

@@ -20,6 +20,7 @@ from longtask.client_errors import (
     UsageError,
     no_worker_answered_hint,
     no_worker_hint,
+    task_module_hint,
 )
 from longtask.cost import TaskBudget
 from longtask.models import TaskInput
@@ -90,13 +91,16 @@ class Command:
             hint = no_worker_hint(self.tasks.settings.task_queue)
             print(f"{self.prog}: warning: {hint}; {what}", file=sys.stderr)
 
-    async def warn_unanswered(self, what: str) -> None:
-        """The task did not answer its status query: no worker, or only one that died lately."""
+    async def warn_unanswered(self, task_name: str, what: str) -> None:
+        """The task did not answer its status query: no worker, only one that died lately, or
+        (a long task of one's own) none that loads its module."""
         queue = self.tasks.settings.task_queue
         if await self.tasks.workers() == 0:
             hint = no_worker_hint(queue)
         else:
             hint = "no worker answered the task's status query; " + no_worker_answered_hint(queue)
+        if task_name != DOCUMENT_TASK:
+            hint = f"{hint}; {task_module_hint(task_name)}"
         print(f"{self.prog}: warning: {hint}; {what}", file=sys.stderr)
 
     async def start_named(self, name: str, params: dict[str, Any]) -> int:
@@ -165,7 +169,7 @@ class Command:
             await self.warn_without_worker(what)
             await show_live(self.tasks.handle(task_id), self.console, name)
         else:  # a worker is listed; if it died lately, the first query says so
-            unanswered = functools.partial(self.warn_unanswered, what)
+            unanswered = functools.partial(self.warn_unanswered, name, what)
             await show_live(self.tasks.handle(task_id), self.console, name, unanswered)
         if name != DOCUMENT_TASK:
             outcome = await self.tasks.outcome(task_id)
@@ -182,7 +186,8 @@ class Command:
     async def status(self) -> int:
         status, answered = await self.tasks.status_from(self.args.task_id)
         if not answered:
-            await self.warn_unanswered("these figures come from the Redis mirror")
+            name = await self.tasks.task_name(self.args.task_id)
+            await self.warn_unanswered(name, "these figures come from the Redis mirror")
         if self.args.json:
             print(json.dumps(status, indent=2))
         else:

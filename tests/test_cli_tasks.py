@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -15,7 +16,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from longtask.agent import AgentStatus
-from longtask.client import TaskClient, UsageError
+from longtask.client import SyncTaskClient, TaskClient, TaskOutcome, UsageError
 from longtask.settings import Settings
 from longtask.states import TaskState
 from longtask.tooling.live_view import agent_view
@@ -161,6 +162,15 @@ async def test_the_python_client_starts_a_task_by_name_and_reads_its_outcome(
         await tasks.result(task_id)
     with pytest.raises(UsageError, match="known: Translate"):
         await tasks.start_task("Translat", {})
+
+    def without_asyncio() -> tuple[list[float], TaskOutcome[Any]]:
+        with SyncTaskClient.connect(ours) as synced:
+            again = synced.start_task("Translate", {"folder": str(book), "language": "Dutch"})
+            progress = [record.progress for record in synced.watch(again)]
+            return progress, synced.outcome(again)
+
+    progress, ended = await asyncio.to_thread(without_asyncio)
+    assert progress[-1] == 100 and ended.state is TaskState.COMPLETED
 
 
 async def test_a_worker_without_the_tasks_module_is_named_as_the_cause(

@@ -10,6 +10,9 @@ python starter.py pause ID           start no new step until resumed
 python starter.py resume ID [--checkpoint CID]
                                      continue a paused task, or start a new run of a failed,
                                      cancelled, timed-out or terminated one from a checkpoint
+python starter.py run-task NAME --input JSON
+                                     a long task of your own (LTM_TASK_MODULES) by name,
+                                     followed to its end; `start-task` prints its id
 
 The commands live in longtask/cli; `ltm --help` lists them all with examples.
 """

@@ -20,6 +20,7 @@ from activities.errors import advice_for, kind_of, provider_message
 from longtask.engine.names import CHECK_MODELS
 from longtask.models import ModelCheckResult, ModelRoute
 from longtask.policies import ErrorKind, StepKind
+from longtask.tracing import traced_provider_call
 
 CHECK_STEP = "check"
 # Generous: the check waits for a loaded provider rather than skip a model for being slow.
@@ -37,18 +38,8 @@ class ModelChecker:
     async def _call(self, model: str, step: StepKind) -> tuple[int, int]:
         """One tiny call of the kind ``step`` makes; its prompt and completion tokens."""
         if step is StepKind.EMBED:
-            embedded = await self._llm.embeddings.create(
-                model=model, input=["ok"], timeout=CHECK_SECONDS
-            )
-            return (embedded.usage.prompt_tokens if embedded.usage else 0), 0
-        answered = await self._llm.chat.completions.create(
-            model=model,
-            messages=[{"role": "user", "content": "Reply with OK."}],
-            max_tokens=1,
-            timeout=CHECK_SECONDS,
-        )
-        usage = answered.usage
-        return (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+            return await _embed_one_word(self._llm, model)
+        return await _chat_one_token(self._llm, model)
 
     async def _check(
         self, model: str, step: StepKind, result: ModelCheckResult
@@ -92,3 +83,22 @@ class ModelChecker:
                 message, result.model_dump(), type=kind.value, non_retryable=True
             )
         return result
+
+
+# Provider calls like the steps' own, so a trace shows them as `llm.embed` and `llm.chat` spans.
+@traced_provider_call("embed")
+async def _embed_one_word(llm: openai.AsyncOpenAI, model: str) -> tuple[int, int]:
+    embedded = await llm.embeddings.create(model=model, input=["ok"], timeout=CHECK_SECONDS)
+    return (embedded.usage.prompt_tokens if embedded.usage else 0), 0
+
+
+@traced_provider_call("chat")
+async def _chat_one_token(llm: openai.AsyncOpenAI, model: str) -> tuple[int, int]:
+    answered = await llm.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Reply with OK."}],
+        max_tokens=1,
+        timeout=CHECK_SECONDS,
+    )
+    usage = answered.usage
+    return (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)

@@ -8,9 +8,13 @@
     with SyncTaskClient.connect() as tasks:               # the same calls without asyncio
         print(tasks.status(tasks.start(["examples/"])))
 
+    task_id = await tasks.start_task("Translate", {"folder": "book"})  # LTM_TASK_MODULES
+    outcome = await tasks.outcome(task_id)                # its own result, state and cost
+
 Expected problems raise a ``TaskError`` whose message is one line saying what to do.
 """
 
+from longtask.agent import AgentStatus, TaskOutcome
 from longtask.checkpoint_reader import list_checkpoints, load_checkpoint, resume_task
 from longtask.checkpoints import Checkpoint
 from longtask.client_errors import (
@@ -27,10 +31,12 @@ from longtask.models import TaskResult, TaskStatus
 from longtask.progress import ProgressRecord
 from longtask.states import TaskState
 from longtask.sync_client import SyncTaskClient
-from longtask.task_client import TaskClient, status_record
+from longtask.task_client import TaskClient
 from longtask.task_list import TaskFilter, TaskSummary
+from longtask.task_status import status_record
 
 __all__ = [
+    "AgentStatus",
     "Checkpoint",
     "CheckpointNotFoundError",
     "NoWorkerError",
@@ -42,6 +48,7 @@ __all__ = [
     "TaskFilter",
     "TaskIdTakenError",
     "TaskNotFoundError",
+    "TaskOutcome",
     "TaskRefusedError",
     "TaskResult",
     "TaskState",

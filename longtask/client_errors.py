@@ -42,3 +42,21 @@ def no_worker_hint(task_queue: str) -> str:
         f"no worker polls task queue {task_queue!r}; start one with `make worker` "
         f"(or `LTM_TASK_QUEUE={task_queue} python worker.py`)"
     )
+
+
+def no_worker_answered_hint(task_queue: str) -> str:
+    """What to do when a worker is listed on ``task_queue`` but none answered: Temporal lists a
+    worker that died for a minute or more after its death."""
+    return (
+        f"if no worker runs on task queue {task_queue!r} (one that died lately is still listed "
+        f"for a minute or so), start one with `make worker` "
+        f"(or `LTM_TASK_QUEUE={task_queue} python worker.py`)"
+    )
+
+
+def task_module_hint(task_name: str) -> str:
+    """What else to check when no worker runs a long task of one's own: its module."""
+    return (
+        f"workers run {task_name} only with its module in LTM_TASK_MODULES "
+        f"(e.g. `LTM_TASK_MODULES=examples.translate make worker`)"
+    )

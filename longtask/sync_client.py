@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
 
+from longtask.agent import TaskOutcome
 from longtask.checkpoints import Checkpoint
 from longtask.models import TaskResult
 from longtask.progress import ProgressRecord
@@ -54,6 +55,12 @@ class SyncTaskClient:
 
     def start(self, paths: list[str], **options: Any) -> str:
         return self._runner.run(self.tasks.start(paths, **options))
+
+    def start_task(self, name: str, params: dict[str, Any], **options: Any) -> str:
+        return self._runner.run(self.tasks.start_task(name, params, **options))
+
+    def outcome(self, task_id: str) -> TaskOutcome[Any]:
+        return self._runner.run(self.tasks.outcome(task_id))
 
     def status(self, task_id: str) -> dict[str, Any]:
         return self._runner.run(self.tasks.status(task_id))

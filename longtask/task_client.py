@@ -11,30 +11,43 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from temporalio.client import (
     Client,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from longtask.agent import AgentStatus, TaskOutcome
 from longtask.checkpoint_reader import list_checkpoints, load_checkpoint
-from longtask.checkpoints import Checkpoint, ProgressSnapshot, progress_key
+from longtask.checkpoints import Checkpoint, progress_key
 from longtask.client_errors import (
     NoWorkerError,
     StackUnreachableError,
     TaskNotFoundError,
     TaskRefusedError,
+    UsageError,
+    no_worker_answered_hint,
     no_worker_hint,
+    task_module_hint,
 )
 from longtask.connections import connect_redis, connect_temporal
 from longtask.models import TaskInput, TaskResult, TaskStatus
 from longtask.progress import ProgressRecord
 from longtask.settings import Settings, load_settings, redact_url
+from longtask.task_by_name import (
+    agent_outcome,
+    resume_named_task,
+    start_named_task,
+)
+from longtask.task_list import WORKFLOW_TYPE as DOCUMENT_TASK
 from longtask.task_list import TaskFilter, TaskSummary, list_tasks
 from longtask.task_queue import worker_count
 from longtask.task_resume import checkpoint_problem, previous_input, resume_task_run
 from longtask.task_start import checked_budget, settings_budget, start_task, task_input
-from longtask.tooling.live_view import query_status
+from longtask.task_status import agent_status_record, mirrored_record, status_record
+from longtask.tooling.live_view import query_agent_status, query_status
 
 # How long pause and resume wait for a worker to take the update before giving up.
 UPDATE_WAIT = timedelta(seconds=30)
@@ -92,10 +105,10 @@ class TaskClient:
     def handle(self, task_id: str) -> WorkflowHandle[Any, TaskResult]:
         return self.temporal.get_workflow_handle(task_id, result_type=TaskResult)
 
-    async def describe_status(self, task_id: str) -> WorkflowExecutionStatus:
-        """The Temporal status of the task's newest run; TaskNotFoundError if there is none."""
+    async def describe(self, task_id: str) -> WorkflowExecutionDescription:
+        """The task's newest run as Temporal describes it; TaskNotFoundError if there is none."""
         try:
-            description = await self.handle(task_id).describe()
+            return await self.handle(task_id).describe()
         except RPCError as error:
             if error.status == RPCStatusCode.NOT_FOUND:
                 raise TaskNotFoundError(
@@ -103,22 +116,48 @@ class TaskClient:
                     "(`ltm list` shows the tasks)"
                 ) from None
             raise
-        return description.status or WorkflowExecutionStatus.RUNNING
+
+    async def describe_status(self, task_id: str) -> WorkflowExecutionStatus:
+        """The Temporal status of the task's newest run; TaskNotFoundError if there is none."""
+        return (await self.describe(task_id)).status or WorkflowExecutionStatus.RUNNING
+
+    async def task_name(self, task_id: str) -> str:
+        """The task's workflow: ``DocumentTask``, or the name of a long task of one's own."""
+        return (await self.describe(task_id)).workflow_type
 
     async def query(self, task_id: str) -> TaskStatus | None:
-        """The task's own answer, or None when no worker can answer now."""
+        """The document task's own answer, or None when no worker can answer now."""
         await self.describe_status(task_id)
         return await query_status(self.handle(task_id))
 
     async def status(self, task_id: str) -> dict[str, Any]:
         """The progress record plus ``state`` (what `ltm status --json` prints): from the
         task itself, else from the Redis mirror."""
-        await self.describe_status(task_id)
+        record, _ = await self.status_from(task_id)
+        return record
+
+    async def status_from(self, task_id: str) -> tuple[dict[str, Any], bool]:
+        """``status``, and whether the task answered it itself (not the Redis mirror)."""
+        name = await self.task_name(task_id)
         # Without a worker a query only waits for its timeout: go to the mirror at once.
         workers = await self.workers()
-        status = await query_status(self.handle(task_id)) if workers else None
-        if status is not None:
-            return status_record(status, await self.prices(task_id))
+        if workers and name == DOCUMENT_TASK:
+            status = await query_status(self.handle(task_id))
+            if status is not None:
+                return status_record(status, await self.prices(task_id)), True
+        elif workers:
+            answer = await query_agent_status(self.handle(task_id))
+            if answer is not None:
+                return agent_status_record(name, answer), True
+        try:
+            return await self.mirrored_status(task_id, workers), False
+        except NoWorkerError as error:
+            if name == DOCUMENT_TASK:
+                raise
+            raise NoWorkerError(f"{error}; {task_module_hint(name)}") from None
+
+    async def mirrored_status(self, task_id: str, workers: int) -> dict[str, Any]:
+        """The task's newest progress record in the Redis mirror."""
         redis = self.redis()
         try:
             raw = await redis.get(progress_key(task_id))
@@ -134,19 +173,21 @@ class TaskClient:
         if raw is None:
             raise NoWorkerError(
                 f"task {task_id}: no worker answered the status query in time and Redis holds "
-                "no progress yet; try again in a moment"
+                "no progress yet; try again in a moment; "
+                + no_worker_answered_hint(self.settings.task_queue)
             )
-        record = ProgressSnapshot.model_validate_json(raw).status
-        return {**record.model_dump(mode="json"), "state": record.metadata.get("state", "unknown")}
+        return mirrored_record(raw)
 
     async def watch(self, task_id: str) -> AsyncIterator[ProgressRecord]:
         """Each new progress record of the task until its run ends (the last one included)."""
-        await self.describe_status(task_id)
+        document_task = await self.task_name(task_id) == DOCUMENT_TASK
         handle = self.handle(task_id)
         last: ProgressRecord | None = None
         while True:
             running = (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
-            status = await query_status(handle)
+            status: TaskStatus | AgentStatus | None = (
+                await query_status(handle) if document_task else await query_agent_status(handle)
+            )
             if status is not None and status.record != last:
                 last = status.record
                 yield last
@@ -160,11 +201,39 @@ class TaskClient:
         return dict(task.prices)
 
     async def result(self, task_id: str) -> TaskResult | None:
-        """The ended task's result (waiting for the end); None when it was cancelled."""
+        """The ended document task's result (waiting for the end); None when it was
+        cancelled. A long task of one's own answers ``outcome`` instead."""
         from longtask.task_resume import outcome
 
-        await self.describe_status(task_id)
+        name = await self.task_name(task_id)
+        if name != DOCUMENT_TASK:
+            raise UsageError(f"task {task_id} is a {name} task; its result is `outcome`")
         return await outcome(self.handle(task_id))
+
+    async def outcome(self, task_id: str) -> TaskOutcome[Any]:
+        """How a long task of one's own ended, with its own result (waiting for the end)."""
+        await self.describe_status(task_id)
+        handle = self.temporal.get_workflow_handle(task_id, result_type=TaskOutcome[Any])
+        return await agent_outcome(handle)
+
+    async def start_task(
+        self,
+        name: str,
+        params: dict[str, Any],
+        *,
+        task_id: str | None = None,
+        new_run: bool = False,
+        budget_usd: float | None = None,
+        budget_tokens: int | None = None,
+    ) -> str:
+        """Start the long task ``name`` of LTM_TASK_MODULES with its parameters; its id.
+        The settings fill in the rest of its input (models, policy, budget, prices)."""
+        budget = None
+        if budget_usd is not None or budget_tokens is not None:
+            budget = checked_budget(budget_usd, budget_tokens, settings_budget(self.settings))
+        return await start_named_task(
+            self.temporal, self.settings, name, params, task_id, new_run, budget
+        )
 
     async def list_tasks(self, task_filter: TaskFilter | None = None) -> list[TaskSummary]:
         """Tasks of the namespace, newest first, as the search attributes describe them."""
@@ -186,12 +255,19 @@ class TaskClient:
         old one; a sentence saying what happened."""
         # A checkpoint id of another task is bad input: refused before asking anyone.
         checkpoint_problem(task_id, checkpoint_id)
-        ended = await self.describe_status(task_id) != WorkflowExecutionStatus.RUNNING
+        description = await self.describe(task_id)
+        ended = description.status != WorkflowExecutionStatus.RUNNING
         if not ended and checkpoint_id is None:
             await self._update(task_id, "resume")
             return f"task {task_id} resumed"
+        name = description.workflow_type
         redis = self.redis()
         try:
+            if name != DOCUMENT_TASK and ended:
+                budget = (budget_usd, budget_tokens)
+                return await resume_named_task(
+                    self.temporal, self.settings, redis, name, task_id, checkpoint_id, budget
+                )
             return await resume_task_run(
                 self.temporal,
                 self.settings,
@@ -247,7 +323,8 @@ class TaskClient:
         )
 
     async def _update(self, task_id: str, name: str) -> str:
-        status = await self.describe_status(task_id)
+        description = await self.describe(task_id)
+        status = description.status or WorkflowExecutionStatus.RUNNING
         if status != WorkflowExecutionStatus.RUNNING:
             raise TaskRefusedError(
                 f"task {task_id} has ended ({status.name.lower()}); it cannot {name}"
@@ -257,10 +334,12 @@ class TaskClient:
         update = self.handle(task_id).execute_update(name, result_type=str)
         try:
             return await asyncio.wait_for(update, UPDATE_WAIT.total_seconds())
-        except TimeoutError:
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            # A worker that died lately is still listed: the update waits for one that lives.
             raise NoWorkerError(
                 f"no worker took the {name} of task {task_id} within "
-                f"{UPDATE_WAIT.total_seconds():.0f} s; " + no_worker_hint(self.settings.task_queue)
+                f"{UPDATE_WAIT.total_seconds():.0f} s; it stays asked and happens once a worker "
+                f"runs the task; {no_worker_answered_hint(self.settings.task_queue)}"
             ) from None
         except WorkflowUpdateFailedError as failure:
             reason = getattr(failure.cause, "message", None) or str(failure.cause)
@@ -270,23 +349,11 @@ class TaskClient:
                 raise TaskRefusedError(
                     f"task {task_id} ended before it took the {name}; see `ltm status {task_id}`"
                 ) from None
+            if error.status == RPCStatusCode.FAILED_PRECONDITION:  # its workflow task fails
+                task_name = description.workflow_type
+                raise TaskRefusedError(
+                    f"task {task_id}: its workers cannot run it now ({error.message}); see the "
+                    "worker's log"
+                    + ("" if task_name == DOCUMENT_TASK else f"; {task_module_hint(task_name)}")
+                ) from None
             raise
-
-
-def status_record(status: TaskStatus, prices: dict[str, float] | None = None) -> dict[str, Any]:
-    """The task's query answer as the JSON `ltm status --json` prints; ledger rows priced at
-    the task's ``prices`` (default: the standard table)."""
-    calls = {kind.value: stats.model_dump() for kind, stats in status.calls.items()}
-    return {
-        **status.record.model_dump(mode="json"),
-        "state": status.state.value,
-        "cost_so_far": status.cost_so_far,
-        "documents": status.documents,
-        "documents_done": status.documents_done,
-        "documents_failed": status.documents_failed,
-        "calls": calls,
-        "ledger": [
-            {**entry.model_dump(), "cost_usd": entry.cost(prices)}
-            for entry in status.ledger.pipeline_rows()
-        ],
-    }

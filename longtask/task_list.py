@@ -12,6 +12,7 @@ from longtask.client_errors import UsageError
 from longtask.search_attributes import TASK_COST, TASK_PROGRESS, TASK_STATE
 from longtask.states import TaskState
 
+# The document agent's workflow; any other is a long task of one's own (longtask.agent).
 WORKFLOW_TYPE = "DocumentTask"
 
 

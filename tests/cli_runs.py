@@ -11,6 +11,7 @@ from pathlib import Path
 from longtask.settings import Settings
 
 LTM = Path(sys.executable).parent / "ltm"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_ltm(
@@ -25,8 +26,15 @@ def run_ltm(
         "COLUMNS": "80",
         **(extra_env or {}),
     }
+    # Run from the checkout, as the README's walkthroughs are (task modules import from it).
     return subprocess.run(
-        [str(LTM), *args], env=env, capture_output=True, text=True, timeout=120, check=False
+        [str(LTM), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 

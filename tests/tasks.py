@@ -16,6 +16,8 @@ from longtask.policies import TimeoutPolicy
 from longtask.settings import Settings
 from longtask.task_start import start_task, task_input
 from longtask.tooling.live_view import query_status
+from longtask.tooling.servers import LlmServer
+from longtask.tooling.worker_process import WorkerProcess
 
 # Waits between attempts shrunk to 1, 2, 4 s so retries take seconds, not a minute; the numbers
 # themselves are pinned in test_policies.py. (The dev server fires retry timers about a second
@@ -84,3 +86,22 @@ async def read_json(redis: Redis, key: str) -> Any:
 
 async def read_list(redis: Redis, key: str) -> list[str]:
     return [str(item) for item in await redis.lrange(key, 0, -1)]
+
+
+async def slow_task_on_a_worker(
+    client: Client,
+    settings: Settings,
+    llm: LlmServer,
+    workers: list[WorkerProcess],
+    folder: Path,
+    pages: int,
+) -> tuple[WorkerProcess, WorkflowHandle[Any, TaskResult]]:
+    """A one-document task whose calls take 0.5 s each, one at a time, on a worker process of
+    its own, once its first step is done."""
+    llm.add({"type": "delay", "seconds": 0.5, "times": None})
+    paths = write_documents(folder, count=1, pages=pages)
+    worker = WorkerProcess(settings, folder.parent / "first.log")
+    workers.append(worker)
+    _, handle = await start(client, settings, paths, call_concurrency=1)
+    await wait_for_status(handle, lambda s: s.record.step >= 1, seconds=60)
+    return worker, handle

@@ -9,7 +9,19 @@ from importlib.metadata import version
 from longtask.cli.parser import parser, subcommands
 from tests.cli_runs import LTM
 
-COMMANDS = ("run", "start", "watch", "status", "list", "cancel", "pause", "resume", "checkpoints")
+COMMANDS = (
+    "run",
+    "start",
+    "run-task",
+    "start-task",
+    "watch",
+    "status",
+    "list",
+    "cancel",
+    "pause",
+    "resume",
+    "checkpoints",
+)
 
 
 def ltm(*args: str) -> subprocess.CompletedProcess[str]:

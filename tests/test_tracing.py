@@ -56,12 +56,26 @@ async def test_spans_for_the_task_its_activities_and_provider_calls(
     names = {span["name"] for span in printed}
     assert {"RunWorkflow:DocumentTask", "RunActivity:process_documents"} <= names
     assert {"llm.chat", "llm.embed"} <= names
-    # Each provider call is a child of the activity that made it, and names its model.
-    activities = {
-        span["context"]["span_id"]
-        for span in printed
-        if span["name"] == "RunActivity:process_documents"
-    }
+    # Each provider call is a child of the activity that made it, and names its model: the
+    # steps' calls under the batch, the one tiny call per model under the model check.
     calls = [span for span in printed if span["name"].startswith("llm.")]
-    assert all(span["parent_id"] in activities for span in calls)
-    assert {"gpt-4.1", "deepseek-v3.2"} <= {span["attributes"]["llm.model"] for span in calls}
+    by_parent = {
+        activity: [span for span in calls if span["parent_id"] in span_ids(printed, activity)]
+        for activity in ("RunActivity:process_documents", "RunActivity:check_models")
+    }
+    assert sum(len(found) for found in by_parent.values()) == len(calls)
+    steps = by_parent["RunActivity:process_documents"]
+    assert {"gpt-4.1", "deepseek-v3.2"} <= {span["attributes"]["llm.model"] for span in steps}
+    checks = {
+        (s["name"], s["attributes"]["llm.model"]) for s in by_parent["RunActivity:check_models"]
+    }
+    assert checks == {
+        ("llm.embed", settings.model_embedding),
+        ("llm.chat", settings.model_intermediate),
+        ("llm.chat", settings.model_reasoning),
+        ("llm.chat", settings.model_final),
+    }
+
+
+def span_ids(printed: list[dict[str, Any]], name: str) -> set[str]:
+    return {span["context"]["span_id"] for span in printed if span["name"] == name}

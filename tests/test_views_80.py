@@ -10,6 +10,7 @@ from rich.console import Console
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from longtask.cli.output import print_status, status_figures
 from longtask.client import TaskClient
 from longtask.cost import CostLedger, TokenUsage
 from longtask.models import DocumentReport, TaskResult
@@ -108,3 +109,32 @@ async def test_the_live_view_fits_80_columns_and_shows_no_eta_while_paused(
     text = rendered(task_view(paused))
     assert "ETA paused" in text and "ETA ?" not in text
     await tasks.cancel(task_id)
+
+
+def test_the_status_line_wraps_between_figures_never_inside_one() -> None:
+    status = {
+        "task_id": "task-87173ae18df6", "progress": 33.33, "step": 1, "total": 3,
+        "elapsed_seconds": 1.0, "eta_seconds": None, "metadata": {}, "state": "paused",
+        "task": "Translate", "cost_so_far": 0.000018,
+    }  # fmt: skip
+    console = Console(width=80, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    print_status("task-87173ae18df6", status, console)
+    lines = console.export_text().splitlines()
+    assert len(lines) == 2 and all(len(line) <= 80 for line in lines)
+    for figure in status_figures("task-87173ae18df6", status):
+        assert any(figure in line for line in lines), figure
+    assert "ETA paused" in lines[1]
+
+
+def test_the_closing_line_wraps_between_words_at_80_columns() -> None:
+    result = big_result().model_copy(update={"task_id": f"weekly-{'x' * 40}"})
+    text = rendered_result(result)
+    closing = text[text.index(f"task {result.task_id}") :]
+    assert all(len(line) <= 80 for line in closing.splitlines())
+    assert "$14.352871" in closing and "cost so far $14.352871" in " ".join(closing.split())
+
+
+def rendered_result(result: TaskResult) -> str:
+    console = Console(width=80, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    print_result(result, console)
+    return console.export_text(styles=False)

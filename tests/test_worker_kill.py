@@ -16,7 +16,7 @@ from longtask.states import TaskState
 from longtask.tooling.corpus import write_corpus
 from longtask.tooling.servers import LlmServer, free_port
 from longtask.tooling.worker_process import WorkerProcess, read_metrics
-from tests.tasks import start, wait_for_status, write_documents
+from tests.tasks import slow_task_on_a_worker, start, wait_for_status, write_documents
 
 
 async def test_sigkill_mid_task_then_a_new_worker_finishes_it(
@@ -69,12 +69,9 @@ async def test_sigterm_lets_the_worker_finish_its_steps_and_exit(
     workers: list[WorkerProcess],
     tmp_path: Path,
 ) -> None:
-    llm.add({"type": "delay", "seconds": 0.5, "times": None})
-    paths = write_documents(tmp_path / "docs", count=1, pages=4)
-    first = WorkerProcess(settings, tmp_path / "first.log")
-    workers.append(first)
-    _, handle = await start(client, settings, paths, call_concurrency=1)
-    await wait_for_status(handle, lambda s: s.record.step >= 1)
+    first, handle = await slow_task_on_a_worker(
+        client, settings, llm, workers, tmp_path / "docs", pages=4
+    )
 
     first.process.send_signal(signal.SIGTERM)
     # In-flight steps get the grace period; the worker then exits cleanly on its own.

@@ -4,24 +4,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from temporalio.service import RPCError
 
 from longtask.cli.output import print_status, print_task_list
 from longtask.cli.parser import MODEL_KINDS
-from longtask.client_errors import TaskError, UsageError, no_worker_hint
+from longtask.client_errors import (
+    TaskError,
+    UsageError,
+    no_worker_answered_hint,
+    no_worker_hint,
+    task_module_hint,
+)
 from longtask.cost import TaskBudget
 from longtask.models import TaskInput
 from longtask.settings import Settings, SettingsError, load_settings
 from longtask.states import TaskState
+from longtask.task_by_name import parse_params
 from longtask.task_client import TaskClient
+from longtask.task_list import WORKFLOW_TYPE as DOCUMENT_TASK
 from longtask.task_list import TaskFilter, parse_state
 from longtask.task_start import checked_budget, missing_paths, settings_budget, task_input
-from longtask.tooling.live_view import print_result, show_live
+from longtask.tooling.live_view import print_outcome, print_result, show_live
 
 # Exit codes: a bad input is the caller's to fix (2); anything else expected is 1.
 USAGE_EXIT = 2
@@ -81,6 +91,36 @@ class Command:
             hint = no_worker_hint(self.tasks.settings.task_queue)
             print(f"{self.prog}: warning: {hint}; {what}", file=sys.stderr)
 
+    async def warn_unanswered(self, task_name: str, what: str) -> None:
+        """The task did not answer its status query: no worker, only one that died lately, or
+        (a long task of one's own) none that loads its module."""
+        queue = self.tasks.settings.task_queue
+        if await self.tasks.workers() == 0:
+            hint = no_worker_hint(queue)
+        else:
+            hint = "no worker answered the task's status query; " + no_worker_answered_hint(queue)
+        if task_name != DOCUMENT_TASK:
+            hint = f"{hint}; {task_module_hint(task_name)}"
+        print(f"{self.prog}: warning: {hint}; {what}", file=sys.stderr)
+
+    async def start_named(self, name: str, params: dict[str, Any]) -> int:
+        """Start a long task of one's own by name; `run-task` follows it to its end."""
+        args = self.args
+        task_id = await self.tasks.start_task(
+            name,
+            params,
+            task_id=args.task_id,
+            new_run=args.new_run,
+            budget_usd=args.budget_usd,
+            budget_tokens=args.budget_tokens,
+        )
+        await self.warn_without_worker("the task waits until one does")
+        if args.command == "start-task":
+            print(task_id)
+            return 0
+        self.console.print(f"task {task_id} ({name}) started", soft_wrap=True, markup=False)
+        return await self.watch(task_id)
+
     async def start(self, task: TaskInput) -> int:
         task_id = await self.tasks.start_input(task, new_run=self.args.new_run)
         await self.warn_without_worker("the task waits until one does")
@@ -123,9 +163,18 @@ class Command:
         return 0
 
     async def watch(self, task_id: str) -> int:
-        await self.tasks.describe_status(task_id)
-        await self.warn_without_worker("progress shows once a worker runs the task")
-        await show_live(self.tasks.handle(task_id), self.console)
+        name = await self.tasks.task_name(task_id)
+        what = "progress shows once a worker runs the task"
+        if await self.tasks.workers() == 0:
+            await self.warn_without_worker(what)
+            await show_live(self.tasks.handle(task_id), self.console, name)
+        else:  # a worker is listed; if it died lately, the first query says so
+            unanswered = functools.partial(self.warn_unanswered, name, what)
+            await show_live(self.tasks.handle(task_id), self.console, name, unanswered)
+        if name != DOCUMENT_TASK:
+            outcome = await self.tasks.outcome(task_id)
+            print_outcome(name, outcome, self.console)
+            return 0 if outcome.state is TaskState.COMPLETED else FAILED_EXIT
         result = await self.tasks.result(task_id)
         if result is None:
             self.console.print(f"task {task_id} cancelled", markup=False)
@@ -135,8 +184,10 @@ class Command:
         return 0 if result.state is TaskState.COMPLETED else FAILED_EXIT
 
     async def status(self) -> int:
-        status = await self.tasks.status(self.args.task_id)
-        await self.warn_without_worker("these figures come from the Redis mirror")
+        status, answered = await self.tasks.status_from(self.args.task_id)
+        if not answered:
+            name = await self.tasks.task_name(self.args.task_id)
+            await self.warn_unanswered(name, "these figures come from the Redis mirror")
         if self.args.json:
             print(json.dumps(status, indent=2))
         else:
@@ -198,8 +249,12 @@ async def dispatch(args: argparse.Namespace, settings: Settings, prog: str) -> i
         # Warned, not refused: the worker may see files this machine does not.
         for warning in missing_paths(args.paths):
             print(f"{prog}: warning: {warning}", file=sys.stderr)
-    if args.command == "resume":
+    if args.command in ("resume", "start-task", "run-task"):
         checked_budget(args.budget_usd, args.budget_tokens, TaskBudget())
+    if args.command in ("start-task", "run-task"):
+        params = parse_params(args.input)
+        command = Command(args, await TaskClient.connect(settings), prog)
+        return await command.start_named(args.name, params)
     command = Command(args, await TaskClient.connect(settings), prog)
     if task is not None:
         return await command.start(task)

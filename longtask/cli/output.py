@@ -19,8 +19,8 @@ def eta_text(eta_seconds: float | None, state: str) -> str:
     return "ETA unknown" if eta_seconds is None else f"ETA {eta_seconds:.0f} s"
 
 
-def status_line(task_id: str, status: dict[str, Any]) -> str:
-    """`ltm status` for people: state, progress, elapsed time, ETA and cost on one line."""
+def status_figures(task_id: str, status: dict[str, Any]) -> list[str]:
+    """`ltm status` for people: state, progress, elapsed time, ETA and cost."""
     cost = status.get("cost_so_far")
     figures = [f"{status['progress']:.2f} %", f"{status['step']}/{status['total']} steps"]
     phase = (status.get("metadata") or {}).get("phase")
@@ -28,20 +28,36 @@ def status_line(task_id: str, status: dict[str, Any]) -> str:
         # A run still finding its documents: the phase, and figures only once there are any
         # (those a continued run carries over), never a bare 0.00 % (0/0 steps).
         figures = [f"{phase}..."] + ([f"{' '.join(figures)} so far"] if status["total"] else [])
+    # A long task of one's own says which it is; the document agent's need not.
+    name = f" ({status['task']})" if status.get("task") else ""
     parts = [
-        f"{task_id}: {status['state']}",
+        f"{task_id}{name}: {status['state']}",
         *figures,
         f"elapsed {status['elapsed_seconds']:.0f} s",
         eta_text(status["eta_seconds"], status["state"]),
     ]
     if cost is not None:
         parts.append(f"${cost:.6f}")
-    return ", ".join(parts)
+    return parts
+
+
+def status_line(task_id: str, status: dict[str, Any]) -> str:
+    """The figures on one line."""
+    return ", ".join(status_figures(task_id, status))
 
 
 def print_status(task_id: str, status: dict[str, Any], console: Console) -> None:
-    # Wrapped at the spaces between figures, never inside one.
-    console.print(Text(status_line(task_id, status), overflow="fold"))
+    """The figures, wrapped between two of them, never inside one (`ETA` / `paused`)."""
+    figures = status_figures(task_id, status)
+    lines = [""]
+    for index, figure in enumerate(figures):
+        piece = figure if index == len(figures) - 1 else f"{figure},"
+        if lines[-1] and len(lines[-1]) + 1 + len(piece) > console.width:
+            lines.append(piece)
+        else:
+            lines[-1] = f"{lines[-1]} {piece}" if lines[-1] else piece
+    for line in lines:
+        console.print(Text(line, overflow="fold"))
 
 
 def print_task_list(found: list[TaskSummary], console: Console) -> None:

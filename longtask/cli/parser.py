@@ -20,6 +20,9 @@ examples:
   ltm pause mins; ltm resume mins     hold the task between steps, then go on
   ltm list --state running --min-cost 0.01 --json
   ltm resume mins --checkpoint mins_1795490561000
+  ltm run-task Translate --input '{"folder": "book"}'
+                                      a task of your own, by name: its module
+                                      in LTM_TASK_MODULES (docs/agents.md)
   ltm completion bash > ~/.local/share/bash-completion/completions/ltm
 
 Settings come from LTM_* environment variables (README: Settings). A worker must
@@ -39,6 +42,10 @@ COMMAND_EXAMPLES = {
     "pause": "ltm pause weekly",
     "resume": "ltm resume weekly\n  ltm resume weekly --checkpoint weekly_1795490561000",
     "checkpoints": "ltm checkpoints weekly | head -3",
+    "start-task": 'ltm start-task Translate --input \'{"folder": "book", "language": "German"}\'\n'
+    "  (its module named here and on the workers: LTM_TASK_MODULES=examples.translate)",
+    "run-task": 'ltm run-task Translate --input \'{"folder": "book"}\' --task-id book-de\n'
+    "  (its module named here and on the workers: LTM_TASK_MODULES=examples.translate)",
     "completion": "source <(ltm completion bash)\n  ltm completion zsh > ~/.zfunc/_ltm",
 }
 
@@ -108,6 +115,11 @@ def parser(prog: str = "ltm") -> argparse.ArgumentParser:
                 f"--model-{kind}", help=f"model for the {kind} steps of this task (LTM_MODEL_*)"
             )
         add_budget_options(command)
+    for name, text in (
+        ("run-task", "start a long task of your own by name and follow it to its end"),
+        ("start-task", "start a long task of your own (LTM_TASK_MODULES) by name"),
+    ):
+        add_named_task(add_command(commands, name, text))
     with_task_id(commands, "watch", "live progress until the task ends")
     status = with_task_id(commands, "status", "progress record and state")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -131,6 +143,25 @@ def with_task_id(
     command = add_command(commands, name, text)
     command.add_argument("task_id", help="the task's id (as `start` printed it)")
     return command
+
+
+def add_named_task(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "name", help="the task's name, as its @long_task(name=...) gives it (e.g. Translate)"
+    )
+    command.add_argument(
+        "--input",
+        default="{}",
+        metavar="JSON",
+        help="the task's parameters, a JSON object its input model validates (default: {})",
+    )
+    command.add_argument("--task-id", help="id to give the task (default: generated)")
+    command.add_argument(
+        "--new-run",
+        action="store_true",
+        help="start an ended task's id again from zero (its old checkpoints stay)",
+    )
+    add_budget_options(command)
 
 
 def add_list(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -26,7 +26,8 @@ from longtask.client_errors import (
     UsageError,
 )
 from longtask.cost import TaskBudget
-from longtask.research import RESEARCH_TASK, resume_research
+from longtask.engine.names import RESEARCH_TASK
+from longtask.research import resume_research
 from longtask.settings import Settings
 from longtask.states import TaskState
 from longtask.task_ids import task_id_problem

@@ -28,7 +28,9 @@ class TaskFilter(BaseModel):
 
     def query(self) -> str:
         """The visibility query (Temporal's SQL-like list filter) for these limits."""
-        parts = [f"WorkflowType = '{WORKFLOW_TYPE}'"]
+        # Document tasks, and every long task that publishes its state (longtask.agent): not
+        # the other workflows a shared namespace may hold.
+        parts = [f"(WorkflowType = '{WORKFLOW_TYPE}' OR {TASK_STATE.name} IS NOT NULL)"]
         if self.state is not None:
             parts.append(f"{TASK_STATE.name} = '{self.state.value}'")
         for name, operator, value in (
@@ -49,6 +51,8 @@ class TaskSummary(BaseModel):
 
     task_id: str
     run_id: str
+    # The task's workflow: DocumentTask, ResearchTask, or a long task's own name.
+    kind: str
     state: str | None
     progress: float | None
     cost_usd: float | None
@@ -74,6 +78,7 @@ async def list_tasks(client: Client, task_filter: TaskFilter) -> list[TaskSummar
             TaskSummary(
                 task_id=execution.id,
                 run_id=execution.run_id,
+                kind=execution.workflow_type,
                 state=attributes.get(TASK_STATE),
                 progress=attributes.get(TASK_PROGRESS),
                 cost_usd=attributes.get(TASK_COST),

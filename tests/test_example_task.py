@@ -3,6 +3,7 @@ it runs end to end, carries its glossary from chapter to chapter, and replays.""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from longtask.payload_store import data_converter
 from longtask.search_attributes import TASK_COST, TASK_PROGRESS, TASK_STATE
 from longtask.settings import Settings
 from longtask.states import TaskState
+from longtask.task_list import TaskFilter, TaskSummary, list_tasks
 from longtask.tooling.servers import LlmServer
 from tests.agents import latest_checkpoint, running_worker
 from tests.conftest import PAYLOAD_THRESHOLD
@@ -52,11 +54,25 @@ async def test_the_example_task_translates_a_folder_and_carries_its_glossary(
         outcome = await handle.result()
 
     assert outcome.state is TaskState.COMPLETED, outcome.reason
-    # Found by `ltm list` and the Temporal UI's columns like a document task.
-    attributes = (await handle.describe()).typed_search_attributes
+    # Its page in the Temporal UI says what it is; `ltm list` and the UI's columns find it.
+    described = await handle.describe()
+    summary = await described.static_summary()
+    assert summary is not None and len(summary) <= 120
+    assert summary.startswith("Translate: folder=") and summary.endswith(", language=German")
+    details = await described.static_details()
+    assert details is not None and f"- `folder`: {folder}" in details and "(Translate)" in details
+    attributes = described.typed_search_attributes
     assert attributes.get(TASK_STATE) == "completed"
     assert attributes.get(TASK_PROGRESS) == 100.0
     assert attributes.get(TASK_COST) == outcome.cost_so_far > 0
+    listed: list[TaskSummary] = []
+    for _ in range(50):  # visibility is written a moment after the task closes
+        listed = await list_tasks(client, TaskFilter(state=TaskState.COMPLETED, limit=1000))
+        if any(task.task_id == handle.id for task in listed):
+            break
+        await asyncio.sleep(0.2)
+    [found] = [task for task in listed if task.task_id == handle.id]
+    assert (found.kind, found.progress, found.cost_usd) == ("Translate", 100.0, outcome.cost_so_far)
     translation = outcome.result
     assert translation is not None
     assert sorted(translation.chapters) == sorted(CHAPTERS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import uuid
 from typing import Any, get_type_hints
 
@@ -17,6 +18,9 @@ from longtask.checkpoint_reader import load_checkpoint
 from longtask.cost import TaskBudget
 from longtask.search_attributes import registered
 from longtask.settings import Settings
+
+# The Temporal UI shows about this much of a summary in its lists.
+SUMMARY_CHARS = 120
 
 
 def new_task_id() -> str:
@@ -57,7 +61,51 @@ async def start_long_task(
         id=request.task_id,
         task_queue=settings.task_queue,
         result_type=TaskOutcome[result_type],
+        static_summary=ui_summary(name, request),
+        static_details=ui_details(name, request),
     )
+
+
+def own_parameters(request: LongTaskInput) -> dict[str, Any]:
+    """The fields a task's input adds to ``LongTaskInput``: what this task works on."""
+    return request.model_dump(mode="json", exclude=set(LongTaskInput.model_fields))
+
+
+def _short(value: Any, chars: int) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= chars else text[: chars - 1] + "…"
+
+
+def ui_summary(name: str, request: LongTaskInput) -> str:
+    """One line for the task's page in the Temporal UI: which task, on what."""
+    own = ", ".join(f"{key}={_short(value, 40)}" for key, value in own_parameters(request).items())
+    return _short(f"{name}: {own}" if own else name, SUMMARY_CHARS)
+
+
+def ui_details(name: str, request: LongTaskInput) -> str:
+    """Markdown for the task's page: its parameters, models, budget, and what it carries."""
+    own = "\n".join(
+        f"- `{key}`: {_short(value, 200)}" for key, value in own_parameters(request).items()
+    )
+    models = ", ".join(f"{kind} `{model}`" for kind, model in request.models.items())
+    usd, tokens = request.budget.max_cost_usd, request.budget.max_tokens
+    budget = " / ".join(
+        part for part in (None if usd is None else f"${usd:g}",
+                          None if tokens is None else f"{tokens} tokens") if part
+    )  # fmt: skip
+    lines = [
+        f"**Task** `{request.task_id}` ({name})",
+        f"**Parameters**\n{own or '- none'}",
+        f"**Models** {models}",
+        f"**Budget** {budget or 'none'}",
+    ]
+    carried = request.carried
+    if carried is not None:
+        lines.append(
+            f"**Resumed** with {len(carried.messages)} message(s), "
+            f"{len(carried.variables)} variable(s), {carried.calls} call(s) carried"
+        )
+    return "\n\n".join(lines)
 
 
 def _task_named(name: str) -> type:

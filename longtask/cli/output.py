@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from longtask.task_list import WORKFLOW_TYPE as DOCUMENT_TASK
 from longtask.task_list import TaskSummary
 
 
@@ -72,7 +73,7 @@ def print_task_list(found: list[TaskSummary], console: Console) -> None:
     table.add_column("started (UTC)", no_wrap=True)
     for task in found:
         table.add_row(
-            Text(task.task_id),
+            Text(task.task_id if task.kind == DOCUMENT_TASK else f"{task.task_id} ({task.kind})"),
             task.state or task.temporal_status,
             "-" if task.progress is None else f"{task.progress:.2f} %",
             "-" if task.cost_usd is None else f"{task.cost_usd:.6f}",

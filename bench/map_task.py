@@ -13,7 +13,7 @@ with workflow.unsafe.imports_passed_through():
     from longtask.agent import LongTask, LongTaskInput, ModelAnswer, TaskContext, long_task
 
 MAP_TASK = "BenchMap"
-BATCH_CALLS = 16
+BATCH_CALLS = 32
 
 
 class MapInput(LongTaskInput):

@@ -17,7 +17,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
 
 from activities.agent_batch import BatchHeartbeat
-from bench.map_task import MAP_TASK, MapInput, MapOutcome
+from bench.map_task import BATCH_CALLS, MAP_TASK, MapInput, MapOutcome
 from longtask.agent import TaskOutcome, start_long_task, task_defaults
 from longtask.settings import Settings
 from longtask.states import TaskState
@@ -57,25 +57,25 @@ async def test_a_failed_call_is_made_again_alone(
     redis: Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Three provider errors among 48 calls in three batches: each batch with a failed call is
+    # Three provider errors among 96 calls in three batches: each batch with a failed call is
     # retried, and the retry asks only for what the batch is missing.
     llm.add({"type": "fail", "status": 500, "times": 3})
     monkeypatch.setenv("LTM_TASK_MODULES", "bench.map_task")
-    request = map_input(settings, items=48, calls_in_flight=48)
+    request = map_input(settings, items=96, calls_in_flight=96)
     async with running_worker(client, settings, redis):
         handle = await start_long_task(client, settings, MAP_TASK, request, MapOutcome)
         outcome: TaskOutcome[MapOutcome] = await handle.result()
 
     assert outcome.state is TaskState.COMPLETED, outcome.reason
-    assert outcome.result is not None and outcome.result.answered == 48
+    assert outcome.result is not None and outcome.result.answered == 96
     counts = asked(llm)
-    assert len(counts) == 48
-    assert sorted(counts.values()) == [1] * 45 + [2] * 3
+    assert len(counts) == 96
+    assert sorted(counts.values()) == [1] * 93 + [2] * 3
     # The failed attempts are in the ledger beside the answers.
     rows = outcome.ledger.rows()
-    assert sum(row.calls for row in rows if row.status == "success") == 48
+    assert sum(row.calls for row in rows if row.status == "success") == 96
     assert sum(row.calls for row in rows if row.status != "success") == 3
-    # Three batches of 16: three activities, however many calls each made.
+    # Three batches of BATCH_CALLS: three activities, however many calls each made.
     history = await handle.fetch_history()
     scheduled = [
         e for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
@@ -141,7 +141,7 @@ async def test_a_killed_worker_costs_only_the_calls_it_had_not_recorded(
     # Durable before the kill: every call of a finished batch, and each answer a batch in
     # flight had in its last heartbeat. Every other call sent before the kill (in flight, or
     # answered after that heartbeat) is asked again once; nothing durable is.
-    durable = completed_batches * 16 + recorded
+    durable = completed_batches * BATCH_CALLS + recorded
     assert asked_again == sent_before_kill - durable
 
 

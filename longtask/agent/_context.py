@@ -261,9 +261,9 @@ class TaskContext:
         task_type: str = "default",
         model: str | None = None,
         step: str = "map",
-        batch_size: int = 16,
+        batch_size: int = 32,
         batches_in_flight: int = 4,
-        call_concurrency: int = 8,
+        call_concurrency: int = 16,
         allow_failures: bool = False,
         progress: Progress | None = None,
     ) -> list[ModelAnswer]:

@@ -68,3 +68,15 @@ def test_overhead_compares_the_same_job_with_the_bare_loop() -> None:
         assert run["bare_seconds"] > 0 and run["durable_seconds"] > 0
         assert run["ratio"] > 0
     assert human[0] == "overhead: 8 documents, same job, same LLM server, same calls"
+
+
+def test_timer_shift_times_timers_and_server_cpu_on_both_settings() -> None:
+    figures, human = run_bench(
+        "bench.timer_shift", "--idle-seconds", "1", "--timers", "2", "--activities", "20"
+    )
+    assert [server["shift"] for server in figures["servers"]] == ["1s", "100ms"]
+    for server in figures["servers"]:
+        # A timer never fires before its time.
+        assert server["timer_seconds"] >= 0.2 and server["retry_seconds"] >= 0.2
+        assert server["job_cpu_seconds"] > 0
+    assert human[0].startswith("timer shift: two dev servers side by side")

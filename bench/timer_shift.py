@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from bench.ceiling_workflow import CeilingWorkflow, TimersWorkflow, fails_first, trivial
-from bench.harness import bench_parser, publish
+from bench.harness import bench_parser, cpu_seconds, publish
 from bench.processes import serving
 from longtask.tooling.corpus import at_least_one
 from longtask.tooling.servers import free_port
@@ -57,12 +56,6 @@ class TimerShiftFigures(BaseModel):
     # Tuned over default, for the idle CPU share and the job's CPU time.
     idle_cpu_ratio: float
     job_cpu_ratio: float
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
@@ -116,7 +109,7 @@ async def measure(
 ) -> TimerShiftFigures:
     """``servers``: (shift, pid, address) of each dev server."""
     clients = [await connect(address) for _, _, address in servers]
-    await asyncio.sleep(5)  # past the servers' start-up work
+    await asyncio.sleep(min(5.0, args.idle_seconds))  # past the servers' start-up work
     before = [cpu_seconds(pid) for _, pid, _ in servers]
     await asyncio.sleep(args.idle_seconds)
     idle = [

@@ -379,8 +379,7 @@ def test_temporal_reads_the_dynamic_config_every_stack_runs_with(
     temporal = services["temporal"]
     path = environment(temporal)["DYNAMIC_CONFIG_FILE_PATH"]
     mounted = {
-        target: source
-        for source, target, *_ in (v.split(":") for v in temporal.get("volumes", []))
+        target: source for source, target, *_ in (v.split(":") for v in temporal.get("volumes", []))
     }
     source = mounted[str(path)]
     config = yaml.safe_load((ROOT / source).read_text())

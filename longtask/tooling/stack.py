@@ -153,6 +153,14 @@ def _load_started(settings: Settings) -> list[Started]:
     return [Started.model_validate(item) for item in json.loads(path.read_text())]
 
 
+def pid_of(settings: Settings, name: str) -> int:
+    """The process id of the service ``name`` that `up` started and that still runs."""
+    for entry in _load_started(settings):
+        if entry.name == name and _alive(entry):
+            return entry.pid
+    raise RuntimeError(f"no {name} started by `up` runs")
+
+
 def _save_started(settings: Settings, started: list[Started]) -> None:
     path = _record_path(settings)
     if started:

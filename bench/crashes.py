@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ DOCUMENTS_IN_FLIGHT = 4
 # Shorter when the job is short, so that every kill falls inside it.
 LONGEST_WORK_BETWEEN_KILLS = 2.5
 RECOVERY_LIMIT_SECONDS = 60.0
+BATCH_ACTIVITY = "process_documents"
 # Workers beside the busy one: after a kill one takes over at once while a new one starts.
 STANDBYS = 2
 
@@ -106,25 +108,49 @@ def pid_of(identity: str) -> int | None:
     return int(head) if head.isdigit() else None
 
 
-async def busy_worker_pid(handle: WorkflowHandle[object, TaskResult]) -> int | None:
-    """The pid of the worker running one of the task's activities right now, if any."""
+async def running_batch(handle: WorkflowHandle[object, TaskResult]) -> tuple[str, int, int] | None:
+    """The task's batch running right now, if any: its activity id, attempt and worker pid."""
     described = await handle.describe()
     for pending in described.raw_description.pending_activities:
-        if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
-            return pid_of(pending.last_worker_identity)
+        started = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        pid = pid_of(pending.last_worker_identity)
+        if started and pending.activity_type.name == BATCH_ACTIVITY and pid is not None:
+            return pending.activity_id, pending.attempt, pid
     return None
 
 
-def first_requests_after(records: list[dict[str, Any]], moments: list[float]) -> list[float]:
-    """Seconds from each moment to the first request the LLM server began after it (both on
-    the monotonic clock, which the system shares between processes)."""
+async def resumed_at(
+    handle: WorkflowHandle[object, TaskResult], batch: tuple[str, int, int]
+) -> float | None:
+    """When (wall clock) the signalled worker's batch began its next attempt on another
+    worker; None while it has not, 0.0 if it is pending no more (it ended before the signal)."""
+    activity_id, attempt, pid = batch
+    described = await handle.describe()
+    for pending in described.raw_description.pending_activities:
+        if pending.activity_id != activity_id:
+            continue
+        started = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        elsewhere = pid_of(pending.last_worker_identity) not in (None, pid)
+        if started and pending.attempt > attempt and elsewhere:
+            return pending.last_started_time.ToDatetime(tzinfo=UTC).timestamp()
+        return None
+    return 0.0
+
+
+def first_requests_after(
+    records: list[dict[str, Any]], moments: list[tuple[float, float]]
+) -> list[float]:
+    """Seconds from each signal to the first request the LLM server began once the signalled
+    step had resumed: ``moments`` are (signal, resumed step's start), both on the monotonic
+    clock, which the system shares between processes. Requests of other batches running
+    beside it before it resumed are not its."""
     starts = sorted(r["started_at"] for r in records)
     gaps = []
-    for moment in moments:
-        after = bisect.bisect_right(starts, moment)
+    for signalled, resumed in moments:
+        after = bisect.bisect_left(starts, max(signalled, resumed))
         if after == len(starts):
-            raise RuntimeError(f"no LLM request after the signal at {moment:.3f}")
-        gaps.append(starts[after] - moment)
+            raise RuntimeError(f"no LLM request after the signal at {signalled:.3f}")
+        gaps.append(starts[after] - signalled)
     return gaps
 
 
@@ -133,14 +159,14 @@ async def _interrupt(
     handle: WorkflowHandle[object, TaskResult],
     how: signal.Signals,
     pause: Callable[[], float],
-) -> tuple[float, float] | None:
-    """Signal the busy worker after a random stretch of work; start a new standby worker.
+) -> tuple[float, float, float] | None:
+    """Signal the worker running a batch after a random stretch of work; start a new worker.
 
-    Returns (the signal's moment on the monotonic clock, share of steps done at it), or None
-    when the task ended first. Returns once a live worker has started the step again: asking
-    the server is cheap, while reading the LLM server's log in a loop would load the machine
-    under measurement; the exact moment of the first resumed request comes from that log once,
-    at the end.
+    Returns (the signal's moment and the moment the batch resumed elsewhere, both on the
+    monotonic clock, and the share of steps done at the signal), or None when the task ended
+    first. Returns once a live worker has started the batch again: asking the server is cheap,
+    while reading the LLM server's log in a loop would load the machine under measurement; the
+    first resumed request comes from that log once, at the end.
     """
     await asyncio.sleep(pause())
     # A standby polls beside the busy worker, as in a deployment kept at strength: a recovery
@@ -150,24 +176,28 @@ async def _interrupt(
         status = await query_status(handle)
         if status is not None and status.state in TERMINAL_STATES:
             return None
-        pid = await busy_worker_pid(handle)
-        process = next((w for w in workers.running if w.process.pid == pid), None)
-        if process is not None:
+        batch = await running_batch(handle)
+        process = next((w for w in workers.running if batch and w.process.pid == batch[2]), None)
+        if batch is not None and process is not None:
             break
         await asyncio.sleep(0.05)
     done = steps_done(status)
     signalled_at = time.monotonic()
+    wall_offset = time.time() - signalled_at
     process.process.send_signal(how)
     workers.forget(process)
     workers.start()
+    resumed: list[float] = []
 
     async def taken_over() -> bool:
-        pid = await busy_worker_pid(handle)
-        return pid is not None and pid != process.process.pid
+        moment = await resumed_at(handle, batch)
+        if moment is not None:
+            resumed.append(moment - wall_offset if moment else signalled_at)
+        return moment is not None
 
     await wait_until(taken_over, RECOVERY_LIMIT_SECONDS, f"a new worker after {how.name}")
     await asyncio.to_thread(process.process.wait, 60)
-    return signalled_at, done
+    return signalled_at, resumed[0], done
 
 
 async def _run_with_interrupts(
@@ -182,14 +212,14 @@ async def _run_with_interrupts(
 ) -> tuple[list[float], list[float]]:
     """Seconds from each signal to the first resumed request, and the share done at each."""
     _, handle = await start_job(client, settings, folder, task_id)
-    moments: list[float] = []
+    moments: list[tuple[float, float]] = []
     points: list[float] = []
     for _ in range(count):
         measured = await _interrupt(workers, handle, how, pause)
         if measured is None:
             break
-        moments.append(measured[0])
-        points.append(measured[1])
+        moments.append(measured[:2])
+        points.append(measured[2])
     result = await handle.result()
     if result.state is not TaskState.COMPLETED:
         raise RuntimeError(f"{task_id} ended {result.state.value}: {result.reason}")

@@ -241,7 +241,9 @@ async def cadence(
 ) -> MirrorLagFigures:
     await asyncio.to_thread(write_corpus, corpus, documents)
     prefix = f"{TASK_PREFIX}-{name}"
+    # Each cadence's probe numbers its keys from 0 again: forget the last one's.
     watcher.probes = {}
+    watcher.seen = {k: at for k, at in watcher.seen.items() if not k.startswith(PROBE_PREFIX)}
     seconds, done = await run_tasks(settings, corpus, tasks, watcher, prefix)
     await asyncio.sleep(0.5)  # the last notifications on their way
     found = checkpoints_in(settings, prefix)

@@ -99,7 +99,7 @@ class Settings(BaseSettings):
 
     # Detects a dead worker or a stuck event loop; recovery after SIGKILL takes about this long
     # plus the retry wait. Shorter means faster recovery and more heartbeat traffic.
-    heartbeat_timeout_seconds: float = Field(1.0, gt=0.1, le=120)
+    heartbeat_timeout_seconds: float = Field(2.0, gt=0.1, le=120)
     # A provider call silent this long, before its first chunk or between two, is hung and cut:
     # one limit for every task type (unset: the per-task-type limits below and built in).
     stall_timeout_seconds: float | None = Field(None, gt=0, le=600)

@@ -43,7 +43,8 @@ log = logging.getLogger("worker")
 
 # A worker started while Temporal is not up yet (a restart, a stack coming up) waits this long.
 TEMPORAL_PATIENCE = timedelta(minutes=2)
-# In-flight steps get this long to finish after SIGTERM before they are cancelled.
+# A batch hands its steps over as soon as its worker begins to stop (activities/batch.py);
+# other activities (older runs' single steps, documents being found) get this long to finish.
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
 
 
@@ -69,9 +70,9 @@ def build_worker(
         redis,
         SharedRateLimiter(redis, settings.rate_limits) if settings.rate_limits else None,
         settings.mirror_messages,
-        # New calls wait while the event loop runs later than a tenth of the heartbeat
-        # timeout: heartbeats go out every eighth of it, so they still arrive in time.
-        LoopPressure(max_lag_seconds=settings.heartbeat_timeout_seconds / 10),
+        # New calls wait while the event loop runs later than a quarter of the heartbeat
+        # timeout: heartbeats go out every eighth of it, so they still arrive well in time.
+        LoopPressure(max_lag_seconds=settings.heartbeat_timeout_seconds / 4),
     )
     reports = ReportStore(settings.report_folder())
     batches = DocumentBatches(steps, reports)
@@ -168,7 +169,10 @@ async def serve(settings: Settings) -> None:
             settings.temporal_namespace,
         )
         await stop.wait()
-        log.info("shutting down: in-flight steps have %s to finish", GRACEFUL_SHUTDOWN)
+        log.info(
+            "shutting down: batches hand their steps over now, other steps have %s",
+            GRACEFUL_SHUTDOWN,
+        )
     await pruning
     await redis.aclose()
     await llm.close()

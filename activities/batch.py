@@ -15,14 +15,16 @@ when the task began (activities/documents.py) ends failed at once, saying what i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from activities.attempts import handover
 from activities.documents import is_unusable, unusable_reason
 from activities.metrics import record_document
 from activities.report_files import ReportStore
@@ -44,6 +46,9 @@ from longtask.policies import STOP_TASK_KINDS, StepKind, TimeoutPolicy
 from longtask.states import TaskState
 
 log = logging.getLogger(__name__)
+Result = TypeVar("Result")
+# Logged when the server takes a running batch from a live worker (benchmarks count it).
+LIVE_STEP_TAKEN = "step taken from a live worker"
 
 
 def _settled(results: Sequence[StepResult | BaseException]) -> list[StepResult]:
@@ -106,6 +111,36 @@ def paid_for(cut: BatchResult) -> BatchResult:
     )
 
 
+async def unless_worker_stops(work: Awaitable[Result]) -> Result | None:
+    """``work``'s result, or None once the worker begins to shut down: ``work`` is cancelled
+    then, so the activity hands its steps over at once instead of after its calls in flight.
+    A cancel of the activity itself cancels ``work`` and waits for it to stop."""
+    running = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(activity.wait_for_worker_shutdown())
+    try:
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        raise
+    finally:
+        stopping.cancel()
+    if running.done():
+        return running.result()
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    return None
+
+
+def taken_from_a_live_worker() -> bool:
+    """Whether the server gave this running activity up (its heartbeat timed out, or it is
+    no longer found) while this worker is alive: a hand-over by mistake."""
+    details = activity.cancellation_details()
+    return details is not None and (details.timed_out or details.not_found)
+
+
 def cancelled_by_its_task() -> bool:
     """Whether this activity is cancelled because its task asked, not because its worker
     stops, it was paused or timed out: only then does it answer with what it has."""
@@ -122,18 +157,32 @@ class DocumentBatches:
     async def process_documents(self, request: BatchRequest) -> BatchResult:
         async with self._steps.pulse(request.task_id, request.call_concurrency) as pulse:
             try:
-                ended = await asyncio.gather(
-                    *(self._document(request, document, pulse) for document in request.documents),
-                    return_exceptions=True,
+                ended = await unless_worker_stops(
+                    asyncio.gather(
+                        *(self._document(request, d, pulse) for d in request.documents),
+                        return_exceptions=True,
+                    )
                 )
             except asyncio.CancelledError:
                 if not cancelled_by_its_task():
+                    if taken_from_a_live_worker():
+                        # A heartbeat missed while alive (a machine too loaded for the
+                        # heartbeat timeout): the step runs on elsewhere; said for operators.
+                        log.warning("%s: batch %d", LIVE_STEP_TAKEN, request.batch)
                     raise
                 # The task is cancelled: its last checkpoint is written from what this answer
                 # holds, so a resumed run skips every step finished here. Calls in flight were
                 # cut by the cancel and are not made again by this batch.
                 activity.logger.info("batch %d cancelled by its task", request.batch)
                 return self._cut(request, pulse)
+        if ended is None:
+            # The worker stops: every step goes to another worker at once, streamed text and
+            # finished calls in the heartbeat details; calls cut here are asked again there.
+            cut = self._cut(request, pulse)
+            done = sum(len(outcome.steps) for outcome in cut.outcomes) + len(pulse.finished)
+            stop = handover(done, len(request.documents) * len(StepKind), request.policy,
+                            CallStats(), "worker stopping")  # fmt: skip
+            raise batch_failure([stop], cut, request.policy, activity.info().attempt)
         errors = [error for error in ended if isinstance(error, BaseException)]
         if errors:
             raise batch_failure(

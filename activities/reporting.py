@@ -25,6 +25,10 @@ from longtask.models import DocumentOutcome, ProgressEvent, StepResult
 from longtask.policies import StepKind
 from longtask.progress import ProgressRecord, build_record
 
+# A document that ended is signalled this soon (not at the usual cadence): its task refills its
+# window of documents in flight from these signals. At most this often per activity.
+DOCUMENT_ENDED_SIGNAL_SECONDS = 0.25
+
 
 def slot_of(document: int, kind: StepKind) -> str:
     return f"{document}:{kind.value}"
@@ -202,6 +206,8 @@ class ActivityPulse:
         self.finished = restored.finished
         self.outcomes = restored.outcomes
         self._running: dict[str, StepReporter] = {}
+        self._finished_json: dict[str, Any] = {}
+        self._outcomes_json: dict[str, Any] = {}
         self.abandoned: dict[str, StepResult] = {}
         self._urgent: list[ProgressEvent] = []
         # Last word of steps that finished since the last signal: without it, the task would
@@ -209,6 +215,7 @@ class ActivityPulse:
         self._settled: list[ProgressEvent] = []
         self.gate = asyncio.Semaphore(calls)
         self.halted = False
+        self._document_ended = False
         self._last_signal = 0.0
         self._loop: asyncio.Task[None] | None = None
         self._signal_task: asyncio.Task[None] | None = None
@@ -231,6 +238,9 @@ class ActivityPulse:
         self._running.pop(reporter.slot, None)
         self.finished[reporter.slot] = result
         self._settled.append(reporter.event())
+        if reporter.kind is StepKind.REPORT:
+            # A document's last step: the task may start another in its place, so say it soon.
+            self._document_ended = True
 
     def step_abandoned(self, reporter: StepReporter, result: StepResult) -> None:
         """A step that failed for good: its attempts travel with the document's outcome."""
@@ -273,7 +283,28 @@ class ActivityPulse:
         )
 
     def heartbeat(self) -> None:
-        activity.heartbeat(self.details().model_dump(mode="json"))
+        activity.heartbeat(self._details_json())
+
+    def _details_json(self) -> dict[str, Any]:
+        """``details().model_dump(mode="json")``, with finished steps and ended documents
+        dumped once: they do not change, and a batch heartbeats many times a second."""
+        finished = self._dumped_once(self._finished_json, self.finished)
+        outcomes = self._dumped_once(self._outcomes_json, self.outcomes)
+        steps = {slot: reporter.details().model_dump(mode="json")
+                 for slot, reporter in self._running.items()}  # fmt: skip
+        return {"steps": steps, "finished": finished, "outcomes": outcomes}
+
+    @staticmethod
+    def _dumped_once(
+        cache: dict[str, Any], models: dict[str, StepResult] | dict[int, DocumentOutcome]
+    ) -> dict[str, Any]:
+        for gone in cache.keys() - {str(key) for key in models}:
+            del cache[gone]
+        for key, model in models.items():
+            if str(key) not in cache:
+                cache[str(key)] = model.model_dump(mode="json")
+        # A copy: the SDK encodes the details later, and the cache changes meanwhile.
+        return dict(cache)
 
     async def __aenter__(self) -> ActivityPulse:
         self.heartbeat()
@@ -297,7 +328,10 @@ class ActivityPulse:
         while True:
             await asyncio.sleep(self._heartbeat_seconds)
             self.heartbeat()
-            due = time.monotonic() - self._last_signal >= self._signal_seconds
+            since = time.monotonic() - self._last_signal
+            due = since >= self._signal_seconds or (
+                self._document_ended and since >= DOCUMENT_ENDED_SIGNAL_SECONDS
+            )
             busy = self._signal_task is not None and not self._signal_task.done()
             if (self._urgent or due) and not busy:
                 changed = [r.event() for r in self._running.values() if r.changed]
@@ -310,6 +344,7 @@ class ActivityPulse:
             return
         self._urgent = []
         self._settled = []
+        self._document_ended = False
         self._last_signal = time.monotonic()
         handle = self._client.get_workflow_handle(self._workflow_id)
         self._signal_task = asyncio.create_task(_signal_quietly(handle, events))

@@ -207,6 +207,15 @@ class DocumentSteps:
                 return answer
             except asyncio.CancelledError:
                 status = "cancelled"
+                if activity.is_worker_shutdown() and tally.responded:
+                    # Cut by a worker handing its steps over: the provider bills what it sent.
+                    reporter.attempt_failed(
+                        request.model,
+                        attempt + 1,
+                        "handed_over",
+                        tally.streamed_tokens(),
+                        estimate_prompt_tokens(asked),
+                    )
                 raise
             except Exception as error:
                 failed_as = kind_of(error)

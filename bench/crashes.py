@@ -1,12 +1,14 @@
 """Worker crashes: recovery time, hand-over time, and the work a crash makes the job redo.
 
-  python -m bench.crashes              # 20 SIGKILLs, 5 SIGTERM hand-overs, 60 documents
+  python -m bench.crashes              # 20 SIGKILLs, 5 SIGTERM hand-overs, 100 documents
   python -m bench.crashes --kills 40 --documents 96
 
 One embedded stack (the LLM server as `make up` runs it: 200 ms latency, 20 ms between streamed
-chunks). Two workers, one of them idle: the task keeps one batch in flight (document and batch
-size 4), so one worker holds every running step and the other stands by, and the first request
-the LLM server sees after a kill is the resumed step's.
+chunks). Three workers, two of them idle: the task keeps one batch in flight (document and batch
+size 4), so one worker holds every running step and the others stand by, and the first request
+the LLM server sees after a kill is the resumed step's. A new worker is started after each kill
+and each hand-over; the next one waits until a standby polls beside the busy worker.
+`--load N` runs N CPU-bound processes beside the stack throughout.
 
 Four runs of the same job, in this order:
   1. crash-free: the job once, no kill;
@@ -31,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,8 @@ from bench.bare_loop import BareLoopFigures, default_route, run_bare_loop
 from bench.harness import (
     Workers,
     bench_parser,
+    cpu_load,
+    live_steps_taken,
     measure_on_stack,
     publish,
     stack_settings,
@@ -64,6 +69,9 @@ DOCUMENTS_IN_FLIGHT = 4
 # Shorter when the job is short, so that every kill falls inside it.
 LONGEST_WORK_BETWEEN_KILLS = 2.5
 RECOVERY_LIMIT_SECONDS = 60.0
+BATCH_ACTIVITY = "process_documents"
+# Workers beside the busy one: after a kill one takes over at once while a new one starts.
+STANDBYS = 2
 
 
 class CrashFigures(BaseModel):
@@ -71,6 +79,10 @@ class CrashFigures(BaseModel):
     kills: int
     handovers: int
     heartbeat_timeout_seconds: float
+    # CPU-bound processes run beside the stack for the whole measurement.
+    load_processes: int = 0
+    # Steps the server took from a live worker (a heartbeat missed while alive), all runs.
+    live_steps_taken: int = 0
     crash_free_seconds: float
     recovery_seconds: dict[str, float]
     handover_seconds: dict[str, float]
@@ -96,25 +108,49 @@ def pid_of(identity: str) -> int | None:
     return int(head) if head.isdigit() else None
 
 
-async def busy_worker_pid(handle: WorkflowHandle[object, TaskResult]) -> int | None:
-    """The pid of the worker running one of the task's activities right now, if any."""
+async def running_batch(handle: WorkflowHandle[object, TaskResult]) -> tuple[str, int, int] | None:
+    """The task's batch running right now, if any: its activity id, attempt and worker pid."""
     described = await handle.describe()
     for pending in described.raw_description.pending_activities:
-        if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
-            return pid_of(pending.last_worker_identity)
+        started = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        pid = pid_of(pending.last_worker_identity)
+        if started and pending.activity_type.name == BATCH_ACTIVITY and pid is not None:
+            return pending.activity_id, pending.attempt, pid
     return None
 
 
-def first_requests_after(records: list[dict[str, Any]], moments: list[float]) -> list[float]:
-    """Seconds from each moment to the first request the LLM server began after it (both on
-    the monotonic clock, which the system shares between processes)."""
+async def resumed_at(
+    handle: WorkflowHandle[object, TaskResult], batch: tuple[str, int, int]
+) -> float | None:
+    """When (wall clock) the signalled worker's batch began its next attempt on another
+    worker; None while it has not, 0.0 if it is pending no more (it ended before the signal)."""
+    activity_id, attempt, pid = batch
+    described = await handle.describe()
+    for pending in described.raw_description.pending_activities:
+        if pending.activity_id != activity_id:
+            continue
+        started = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        elsewhere = pid_of(pending.last_worker_identity) not in (None, pid)
+        if started and pending.attempt > attempt and elsewhere:
+            return pending.last_started_time.ToDatetime(tzinfo=UTC).timestamp()
+        return None
+    return 0.0
+
+
+def first_requests_after(
+    records: list[dict[str, Any]], moments: list[tuple[float, float]]
+) -> list[float]:
+    """Seconds from each signal to the first request the LLM server began once the signalled
+    step had resumed: ``moments`` are (signal, resumed step's start), both on the monotonic
+    clock, which the system shares between processes. Requests of other batches running
+    beside it before it resumed are not its."""
     starts = sorted(r["started_at"] for r in records)
     gaps = []
-    for moment in moments:
-        after = bisect.bisect_right(starts, moment)
+    for signalled, resumed in moments:
+        after = bisect.bisect_left(starts, max(signalled, resumed))
         if after == len(starts):
-            raise RuntimeError(f"no LLM request after the signal at {moment:.3f}")
-        gaps.append(starts[after] - moment)
+            raise RuntimeError(f"no LLM request after the signal at {signalled:.3f}")
+        gaps.append(starts[after] - signalled)
     return gaps
 
 
@@ -123,38 +159,45 @@ async def _interrupt(
     handle: WorkflowHandle[object, TaskResult],
     how: signal.Signals,
     pause: Callable[[], float],
-) -> tuple[float, float] | None:
-    """Signal the busy worker after a random stretch of work; start a new standby worker.
+) -> tuple[float, float, float] | None:
+    """Signal the worker running a batch after a random stretch of work; start a new worker.
 
-    Returns (the signal's moment on the monotonic clock, share of steps done at it), or None
-    when the task ended first. Returns once a live worker has started the step again: asking
-    the server is cheap, while reading the LLM server's log in a loop would load the machine
-    under measurement; the exact moment of the first resumed request comes from that log once,
-    at the end.
+    Returns (the signal's moment and the moment the batch resumed elsewhere, both on the
+    monotonic clock, and the share of steps done at the signal), or None when the task ended
+    first. Returns once a live worker has started the batch again: asking the server is cheap,
+    while reading the LLM server's log in a loop would load the machine under measurement; the
+    first resumed request comes from that log once, at the end.
     """
     await asyncio.sleep(pause())
+    # A standby polls beside the busy worker, as in a deployment kept at strength: a recovery
+    # never includes a new process's start (the replacement of the last kill may still start).
+    await workers.ready(at_least=STANDBYS)
     while True:
         status = await query_status(handle)
         if status is not None and status.state in TERMINAL_STATES:
             return None
-        pid = await busy_worker_pid(handle)
-        process = next((w for w in workers.running if w.process.pid == pid), None)
-        if process is not None:
+        batch = await running_batch(handle)
+        process = next((w for w in workers.running if batch and w.process.pid == batch[2]), None)
+        if batch is not None and process is not None:
             break
         await asyncio.sleep(0.05)
     done = steps_done(status)
     signalled_at = time.monotonic()
+    wall_offset = time.time() - signalled_at
     process.process.send_signal(how)
     workers.forget(process)
     workers.start()
+    resumed: list[float] = []
 
     async def taken_over() -> bool:
-        pid = await busy_worker_pid(handle)
-        return pid is not None and pid != process.process.pid
+        moment = await resumed_at(handle, batch)
+        if moment is not None:
+            resumed.append(moment - wall_offset if moment else signalled_at)
+        return moment is not None
 
     await wait_until(taken_over, RECOVERY_LIMIT_SECONDS, f"a new worker after {how.name}")
     await asyncio.to_thread(process.process.wait, 60)
-    return signalled_at, done
+    return signalled_at, resumed[0], done
 
 
 async def _run_with_interrupts(
@@ -169,14 +212,14 @@ async def _run_with_interrupts(
 ) -> tuple[list[float], list[float]]:
     """Seconds from each signal to the first resumed request, and the share done at each."""
     _, handle = await start_job(client, settings, folder, task_id)
-    moments: list[float] = []
+    moments: list[tuple[float, float]] = []
     points: list[float] = []
     for _ in range(count):
         measured = await _interrupt(workers, handle, how, pause)
         if measured is None:
             break
-        moments.append(measured[0])
-        points.append(measured[1])
+        moments.append(measured[:2])
+        points.append(measured[2])
     result = await handle.result()
     if result.state is not TaskState.COMPLETED:
         raise RuntimeError(f"{task_id} ended {result.state.value}: {result.reason}")
@@ -211,18 +254,20 @@ async def _scratch_runs(
     return bill(server_requests(settings)), lost
 
 
-def bench_settings(folder: Path, documents: int) -> Settings:
+def bench_settings(folder: Path, documents: int, heartbeat_timeout: float | None) -> Settings:
     """The LLM server as `make up` runs it; one batch of documents in flight per task.
 
     A task cuts a small job into at least four batches; the window is set to one such batch,
     so that a single worker is ever busy."""
     in_flight = min(DOCUMENTS_IN_FLIGHT, math.ceil(documents / 4))
+    tuned = {} if heartbeat_timeout is None else {"heartbeat_timeout_seconds": heartbeat_timeout}
     return stack_settings(
         folder,
         latency_ms=200,
         chunk_delay_ms=20,
         document_concurrency=in_flight,
         batch_documents=in_flight,
+        **tuned,
     )
 
 
@@ -233,8 +278,9 @@ async def measure(
     paths = write_corpus(corpus, documents)
     with Workers(settings) as workers:
         client = await connect_temporal(settings)
-        workers.start()
-        workers.start()
+        for _ in range(STANDBYS + 1):
+            workers.start()
+        await workers.ready()
 
         forget_requests(settings)
         started = time.monotonic()
@@ -260,6 +306,7 @@ async def measure(
         )
         workers.stop_all()
 
+        taken = live_steps_taken(workers)
         from_scratch, lost = await _scratch_runs(settings, paths, points)
 
     recovery = summary(recoveries)
@@ -269,6 +316,7 @@ async def measure(
         kills=len(recoveries),
         handovers=len(handover_times),
         heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
+        live_steps_taken=taken,
         crash_free_seconds=round(crash_free_seconds, 1),
         recovery_seconds=recovery,
         handover_seconds=summary(handover_times),
@@ -303,11 +351,14 @@ def report(figures: CrashFigures) -> str:
         [
             f"crashes: {figures.documents} documents, heartbeat timeout "
             f"{figures.heartbeat_timeout_seconds:g} s, "
-            f"crash-free run {figures.crash_free_seconds} s",
+            f"crash-free run {figures.crash_free_seconds} s, "
+            f"{figures.load_processes} CPU-bound process(es) beside the stack",
             f"  recovery after SIGKILL ({figures.kills} kills): median {r['median']:.2f} s, "
             f"p95 {r['p95']:.2f} s, mean {r['mean']:.2f} s (article: 4.2 s average)",
             f"  hand-over after SIGTERM ({figures.handovers}): median {h['median']:.2f} s, "
             f"p95 {h['p95']:.2f} s",
+            f"  live steps handed over by mistake (heartbeat missed while alive): "
+            f"{figures.live_steps_taken}",
             f"  restart from scratch loses {figures.scratch_lost_seconds['mean']:.2f} s of work "
             f"per crash on average: recovery/restart = {figures.recovery_vs_scratch_ratio:.2f}",
             f"  redone per kill: {figures.requests_redone_per_kill} requests, "
@@ -324,33 +375,41 @@ def report(figures: CrashFigures) -> str:
 
 def parser() -> argparse.ArgumentParser:
     root = bench_parser("crashes", __doc__)
-    root.add_argument("--documents", type=at_least_one, default=60, help="one-page documents")
+    root.add_argument("--documents", type=at_least_one, default=100, help="one-page documents")
     root.add_argument("--kills", type=at_least_one, default=20, help="SIGKILLs of the busy worker")
     root.add_argument(
         "--handovers", type=at_least_one, default=5, help="SIGTERMs of the busy worker"
     )
     root.add_argument("--seed", type=int, default=1, help="seed of the random kill moments")
+    root.add_argument(
+        "--load", type=int, default=0, help="CPU-bound processes to run beside the stack"
+    )
+    root.add_argument(
+        "--heartbeat-timeout", type=float, help="seconds (default: LTM_HEARTBEAT_TIMEOUT_SECONDS's)"
+    )
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-crashes-") as folder:
-        settings = bench_settings(Path(folder) / "stack", args.documents)
-        figures = measure_on_stack(
-            "crashes",
-            settings,
-            lambda: measure(
+        settings = bench_settings(Path(folder) / "stack", args.documents, args.heartbeat_timeout)
+        with cpu_load(args.load):
+            figures = measure_on_stack(
+                "crashes",
                 settings,
-                Path(folder) / "corpus",
-                args.documents,
-                args.kills,
-                args.handovers,
-                args.seed,
-            ),
-        )
+                lambda: measure(
+                    settings,
+                    Path(folder) / "corpus",
+                    args.documents,
+                    args.kills,
+                    args.handovers,
+                    args.seed,
+                ),
+            )
     if figures is None:
         return 1
+    figures.load_processes = args.load
     return publish(figures, report(figures), args.json)
 
 

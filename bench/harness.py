@@ -11,7 +11,9 @@ import argparse
 import asyncio
 import contextlib
 import io
+import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -21,6 +23,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowHandle
 
+from activities.batch import LIVE_STEP_TAKEN
 from longtask.models import TaskInput, TaskResult, TaskStatus
 from longtask.settings import Settings
 from longtask.task_resume import outcome
@@ -65,11 +68,36 @@ def embedded_stack(settings: Settings) -> Iterator[Settings]:
             stack.down(settings)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def cpu_load(processes: int) -> Iterator[None]:
+    """``processes`` CPU-bound loops beside the stack while inside (as `make test-loaded`)."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
+def live_steps_taken(workers: Workers) -> int:
+    """Steps the server took from a live worker (a heartbeat missed while alive), from every
+    log of the stack's workers so far."""
+    logs = (workers.settings.state_dir / "logs").glob("worker-*.log")
+    return sum(log.read_text(errors="replace").count(LIVE_STEP_TAKEN) for log in logs)
+
+
 class Workers:
     """Worker processes of one stack; each one's log under the stack's folder."""
 
     def __init__(self, settings: Settings, extra_env: dict[str, str] | None = None) -> None:
-        self._settings = settings
+        self.settings = settings
         self._env = {
             "LTM_REPORT_DIR": str(settings.report_folder()),
             "LTM_HEARTBEAT_TIMEOUT_SECONDS": str(settings.heartbeat_timeout_seconds),
@@ -80,10 +108,27 @@ class Workers:
 
     def start(self) -> WorkerProcess:
         self._started += 1
-        log = self._settings.state_dir / "logs" / f"worker-{self._started}.log"
-        process = WorkerProcess(self._settings, log, extra_env=self._env)
+        log = self.settings.state_dir / "logs" / f"worker-{self._started}.log"
+        process = WorkerProcess(self.settings, log, extra_env=self._env)
         self.running.append(process)
         return process
+
+    def polling(self) -> int:
+        """How many running workers poll their task queue already (their logs say so)."""
+        return sum(
+            process.log.exists() and f"pid {process.process.pid} polling" in process.log.read_text()
+            for process in self.running
+        )
+
+    async def ready(self, seconds: float = 120, at_least: int | None = None) -> None:
+        """Wait until every running worker (or ``at_least`` of them) polls its task queue, so
+        that a measurement does not include a worker's start."""
+        wanted = len(self.running) if at_least is None else at_least
+
+        async def enough() -> bool:
+            return self.polling() >= wanted
+
+        await wait_until(enough, seconds, "workers polling")
 
     def forget(self, process: WorkerProcess) -> None:
         self.running.remove(process)

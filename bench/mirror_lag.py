@@ -1,6 +1,6 @@
 """Redis mirror lag: from a checkpoint's creation to the moment an outside reader sees it.
 
-  python -m bench.mirror_lag                       # 2 tasks of 100 documents side by side
+  python -m bench.mirror_lag                       # 2 tasks of 100, then a task of 300
   python -m bench.mirror_lag --tasks 4             # twice the checkpoints
   python -m bench.mirror_lag --latency-ms 1000     # slower LLM calls, checkpoints further apart
 
@@ -9,7 +9,9 @@ worker, ``--tasks`` tasks of ``--documents`` one-page documents running side by 
 keeps 4 documents in flight in batches of one, so every finished document makes a checkpoint:
 the densest cadence the product has (up to 100 documents a task writes its checkpoints whole,
 with every result inline; a larger task writes at most one a second). Two tasks of 100 make
-about 200 checkpoints.
+about 200 checkpoints. Then, on the same stack and worker, one task of ``--compact-documents``
+(300) with the default window (64 documents in flight, batches of 16): the compact cadence of
+large tasks, small checkpoints at most one a second.
 
 An outside reader, a thread of this process with its own Redis connection, subscribes to Redis
 keyspace notifications (``notify-keyspace-events K$``) for the ``checkpoint:{id}`` keys and
@@ -62,6 +64,8 @@ TASK_PREFIX = "mirror-lag"
 # Each task: 4 documents in flight, in batches of one, so each finished one is checkpointed.
 DOCUMENTS_IN_FLIGHT = 4
 PROBE_PREFIX = "bench:probe:"
+# A large task's window (the defaults): over 100 documents, a checkpoint a second at most.
+COMPACT_WINDOW = {"document_concurrency": 64, "batch_documents": 16, "call_concurrency": 16}
 PROBE_SECONDS = 0.05
 SUBSCRIBED_SECONDS = 10.0
 
@@ -152,6 +156,8 @@ class MirrorLagFigures(BaseModel):
     # Medians: mirror lag over a plain SET's, and mirror lag over the checkpoint interval.
     lag_vs_plain_set: float
     lag_vs_interval: float
+    # The same figures for the compact cadence of a large task, measured in the same run.
+    compact: MirrorLagFigures | None = None
 
 
 def summary_ms(seconds: list[float]) -> dict[str, float]:
@@ -177,7 +183,7 @@ async def wait_for_subscription(watcher: KeyWatcher, probe: Probe) -> None:
 
 
 async def run_tasks(
-    settings: Settings, corpus: Path, tasks: int, watcher: KeyWatcher
+    settings: Settings, corpus: Path, tasks: int, watcher: KeyWatcher, prefix: str
 ) -> tuple[float, int]:
     """Run the tasks side by side with a probe writing beside them; seconds, documents done."""
     client = await connect_temporal(settings)
@@ -185,21 +191,21 @@ async def run_tasks(
         await wait_for_subscription(watcher, probe)
         started = time.monotonic()
         handles = [
-            (await start_job(client, settings, corpus, f"{TASK_PREFIX}-{number}"))[1]
+            (await start_job(client, settings, corpus, f"{prefix}-{number}"))[1]
             for number in range(1, tasks + 1)
         ]
         results = await asyncio.gather(*(finish(handle) for handle in handles))
         seconds = time.monotonic() - started
-    watcher.probes = {key: at for key, at in probe.written.items() if key in watcher.seen}
+    watcher.probes |= {key: at for key, at in probe.written.items() if key in watcher.seen}
     done = sum(d.state is TaskState.COMPLETED for result in results for d in result.documents)
     return seconds, done
 
 
-def checkpoints_in(settings: Settings) -> dict[str, tuple[str, str]]:
+def checkpoints_in(settings: Settings, prefix: str) -> dict[str, tuple[str, str]]:
     """Every checkpoint the tasks left in Redis: key -> (task id, JSON text)."""
     reader = redis.Redis.from_url(redis_url_with_password(settings), decode_responses=True)
     try:
-        keys = sorted(reader.scan_iter(match=checkpoint_key(f"{TASK_PREFIX}-*"), count=1000))
+        keys = sorted(reader.scan_iter(match=checkpoint_key(f"{prefix}-*"), count=1000))
         texts = [str(text) for text in reader.mget(keys)] if keys else []
     finally:
         reader.close()
@@ -209,15 +215,38 @@ def checkpoints_in(settings: Settings) -> dict[str, tuple[str, str]]:
     return found
 
 
-async def measure(settings: Settings, corpus: Path, documents: int, tasks: int) -> MirrorLagFigures:
-    write_corpus(corpus, documents)
+async def measure(
+    settings: Settings, folder: Path, documents: int, tasks: int, compact_documents: int
+) -> MirrorLagFigures:
+    """The dense cadence (``tasks`` tasks of ``documents``, a checkpoint per finished
+    document), then on the same stack the compact one (a task of ``compact_documents`` with the
+    default window: at most a checkpoint a second)."""
     patterns = [checkpoint_key(f"{TASK_PREFIX}-*"), f"{PROBE_PREFIX}*"]
     url = redis_url_with_password(settings)
     with Workers(settings) as workers, KeyWatcher(url, patterns) as watcher:
         workers.start()
-        seconds, done = await run_tasks(settings, corpus, tasks, watcher)
-        await asyncio.sleep(0.5)  # the last notifications on their way
-    found = checkpoints_in(settings)
+        await workers.ready()
+        figures = await cadence(settings, folder / "dense", documents, tasks, watcher, "dense")
+        if compact_documents:
+            large = settings.model_copy(update=COMPACT_WINDOW)
+            compact = await cadence(
+                large, folder / "compact", compact_documents, 1, watcher, "compact"
+            )
+            figures.compact = compact
+    return figures
+
+
+async def cadence(
+    settings: Settings, corpus: Path, documents: int, tasks: int, watcher: KeyWatcher, name: str
+) -> MirrorLagFigures:
+    await asyncio.to_thread(write_corpus, corpus, documents)
+    prefix = f"{TASK_PREFIX}-{name}"
+    # Each cadence's probe numbers its keys from 0 again: forget the last one's.
+    watcher.probes = {}
+    watcher.seen = {k: at for k, at in watcher.seen.items() if not k.startswith(PROBE_PREFIX)}
+    seconds, done = await run_tasks(settings, corpus, tasks, watcher, prefix)
+    await asyncio.sleep(0.5)  # the last notifications on their way
+    found = checkpoints_in(settings, prefix)
     created = {key: created_at(json.loads(text)) for key, (_, text) in found.items()}
     lags = [watcher.seen[key] - created[key] for key in found if key in watcher.seen]
     probes = [watcher.seen[key] - at for key, at in watcher.probes.items()]
@@ -245,22 +274,27 @@ async def measure(settings: Settings, corpus: Path, documents: int, tasks: int) 
 
 
 def report(figures: MirrorLagFigures) -> str:
+    lines = cadence_lines(figures, "dense cadence, a checkpoint per finished document")
+    if figures.compact is not None:
+        lines += cadence_lines(figures.compact, "compact cadence, a checkpoint a second at most")
+    return "\n".join(lines)
+
+
+def cadence_lines(figures: MirrorLagFigures, cadence: str) -> list[str]:
     lag, probe, interval = figures.lag_ms, figures.probe_lag_ms, figures.interval_ms
-    return "\n".join(
-        [
-            f"mirror lag: {figures.documents} documents in {figures.tasks} "
-            f"task{'s' if figures.tasks > 1 else ''}, {figures.completed_documents} of them "
-            f"completed in {figures.seconds} s; {figures.observed} of {figures.checkpoints} "
-            f"checkpoints seen by an outside reader "
-            f"(median {figures.checkpoint_bytes['median']:.0f} bytes)",
-            f"  creation to visible: p50 {lag['median']:.1f} ms, p95 {lag['p95']:.1f} ms, "
-            f"p99 {lag['p99']:.1f} ms, max {lag['max']:.1f} ms",
-            f"  a plain SET to visible, same Redis, same run: p50 {probe['median']:.2f} ms, "
-            f"p99 {probe['p99']:.2f} ms: the mirror's p50 is {figures.lag_vs_plain_set:g}x that",
-            f"  between two checkpoints: p50 {interval['median']:.0f} ms: the mirror's p50 lag "
-            f"is {figures.lag_vs_interval:.1%} of it",
-        ]
-    )
+    return [
+        f"mirror lag: {figures.documents} documents in {figures.tasks} "
+        f"task{'s' if figures.tasks > 1 else ''}, {figures.completed_documents} of them "
+        f"completed in {figures.seconds} s; {figures.observed} of {figures.checkpoints} "
+        f"checkpoints seen by an outside reader "
+        f"(median {figures.checkpoint_bytes['median']:.0f} bytes; {cadence})",
+        f"  creation to visible: p50 {lag['median']:.1f} ms, p95 {lag['p95']:.1f} ms, "
+        f"p99 {lag['p99']:.1f} ms, max {lag['max']:.1f} ms",
+        f"  a plain SET to visible, same Redis, same run: p50 {probe['median']:.2f} ms, "
+        f"p99 {probe['p99']:.2f} ms: the mirror's p50 is {figures.lag_vs_plain_set:g}x that",
+        f"  between two checkpoints: p50 {interval['median']:.0f} ms: the mirror's p50 lag "
+        f"is {figures.lag_vs_interval:.1%} of it",
+    ]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -270,6 +304,12 @@ def parser() -> argparse.ArgumentParser:
     )
     root.add_argument("--tasks", type=at_least_one, default=2, help="tasks side by side")
     root.add_argument("--latency-ms", type=int, default=200, help="LLM latency of each call")
+    root.add_argument(
+        "--compact-documents",
+        type=int,
+        default=300,
+        help="documents of the large task of the compact cadence (0: dense cadence only)",
+    )
     return root
 
 
@@ -286,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         figures = measure_on_stack(
             "mirror lag",
             settings,
-            lambda: measure(settings, Path(folder) / "corpus", args.documents, args.tasks),
+            lambda: measure(
+                settings, Path(folder), args.documents, args.tasks, args.compact_documents
+            ),
         )
     if figures is None:
         return 1

@@ -3,6 +3,7 @@
   python -m bench.overhead                       # 200 documents at 200 ms and at 0 ms latency
   python -m bench.overhead --documents 1000      # the full size
   python -m bench.overhead --latency-ms 500 --latency-ms 0
+  python -m bench.overhead --latency-ms 200 --realistic   # and under real models' pace
 
 For each LLM server latency, one embedded stack (with latency, streamed chunks 20 ms apart as
 `make up` streams them; at zero latency, no pause at all): the bare loop (bench/bare_loop.py: the
@@ -25,6 +26,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from bench.bare_loop import default_route, run_bare_loop
+from bench.faulty_llm_server import FaultPlan, faulty_llm_server
 from bench.harness import (
     Workers,
     bench_parser,
@@ -45,9 +47,12 @@ STREAM_CHUNK_DELAY_MS = 20
 DOCUMENTS_IN_FLIGHT = 64
 CALLS_IN_FLIGHT = 64
 BATCH_DOCUMENTS = 16
+REALISTIC_LATENCY = -1
+FIXED_LIMITS = {"LTM_LEARN_HANG_LIMITS": "false"}
 
 
 class OverheadAt(BaseModel):
+    # -1: the realistic profile (REALISTIC_LATENCY), not a fixed latency.
     latency_ms: int
     calls_in_flight: int
     steps: int
@@ -64,6 +69,21 @@ class OverheadFigures(BaseModel):
     runs: list[OverheadAt]
 
 
+def realistic_plan(settings: Settings) -> FaultPlan:
+    """The realistic pace of bench.timeouts (bench/faulty_llm_server.py, PACE), no stall."""
+    return FaultPlan(
+        stall_share=0,
+        slow_share=0,
+        pace_seconds=1.0,
+        max_stalls_per_call=0,
+        latency_ms=0,
+        chunk_delay_ms=STREAM_CHUNK_DELAY_MS,
+        seed=1,
+        profile="realistic",
+        reasoning_model=settings.model_reasoning,
+    )
+
+
 def overhead_settings(folder: Path, latency_ms: int, batch_documents: int) -> Settings:
     """A server with latency streams as `make up`'s does (20 ms between chunks); one without
     answers at once, so that only the product's own cost is left."""
@@ -78,7 +98,9 @@ def overhead_settings(folder: Path, latency_ms: int, batch_documents: int) -> Se
     )
 
 
-async def measure_at(settings: Settings, paths: list[Path], latency_ms: int) -> OverheadAt:
+async def measure_at(
+    settings: Settings, paths: list[Path], latency_ms: int, env: dict[str, str] | None = None
+) -> OverheadAt:
     batches = settings.document_concurrency // settings.batch_documents
     in_flight = batches * settings.call_concurrency
     bare = await run_bare_loop(
@@ -89,8 +111,9 @@ async def measure_at(settings: Settings, paths: list[Path], latency_ms: int) -> 
         documents_in_flight=DOCUMENTS_IN_FLIGHT,
     )
     client = await connect_temporal(settings)
-    with Workers(settings) as workers:
+    with Workers(settings, env) as workers:
         workers.start()
+        await workers.ready()
         started = time.monotonic()
         _, handle = await start_job(client, settings, paths[0].parent, f"overhead-{latency_ms}")
         result = await finish(handle)
@@ -114,8 +137,13 @@ async def measure_at(settings: Settings, paths: list[Path], latency_ms: int) -> 
 def report(figures: OverheadFigures) -> str:
     lines = [f"overhead: {figures.documents} documents, same job, same LLM server, same calls"]
     for run in figures.runs:
+        pace = (
+            "realistic pace"
+            if run.latency_ms == REALISTIC_LATENCY
+            else f"latency {run.latency_ms} ms"
+        )
         lines.append(
-            f"  latency {run.latency_ms} ms, {run.calls_in_flight} calls in flight: bare loop "
+            f"  {pace}, {run.calls_in_flight} calls in flight: bare loop "
             f"{run.bare_seconds:.1f} s, durable {run.durable_seconds:.1f} s: ratio "
             f"{run.ratio:.2f}, {run.overhead_ms_per_step:+.1f} ms per step ({run.steps} steps)"
         )
@@ -137,6 +165,12 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         help="LLM server latency; repeat for several (default: 200 and 0)",
     )
+    root.add_argument(
+        "--realistic",
+        action="store_true",
+        help="also run under the realistic pace of bench.timeouts (long-tailed first chunks, "
+        "pauses mid-answer, no stalls)",
+    )
     return root
 
 
@@ -156,6 +190,19 @@ def main(argv: list[str] | None = None) -> int:
             run = measure_on_stack(
                 "overhead", settings, functools.partial(measure_at, settings, paths, latency)
             )
+            if run is None:
+                return 1
+            runs.append(run)
+        if args.realistic:
+            settings = overhead_settings(Path(folder) / "stack-realistic", 0, args.batch_documents)
+            with faulty_llm_server(settings, realistic_plan(settings)):
+                run = measure_on_stack(
+                    "overhead",
+                    settings,
+                    # The loop's limits do not learn from the answers; nor do the workers'
+                    # here, so both wait out the same long-tailed first chunks.
+                    functools.partial(measure_at, settings, paths, REALISTIC_LATENCY, FIXED_LIMITS),
+                )
             if run is None:
                 return 1
             runs.append(run)

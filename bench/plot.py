@@ -3,9 +3,10 @@
   python -m bench.plot docs/bench           # reads crashes.json, overhead.json; writes the PNG
   python -m bench.plot docs/bench --out /tmp/benchmarks.png
 
-Two panels where a picture says more than the table: the recovery time of every kill (SIGKILL
-and SIGTERM) beside the article's average, and the tokens one job paid crash-free, with
-crashes, and restarting from scratch after each crash.
+Three panels where a picture says more than the table: the recovery time of every kill beside
+the article's average; the tokens one job paid crash-free, with crashes, and restarting from
+scratch after each crash; and, for each goal of the speed work, the figure before it and now,
+each over its goal (under 1: met), from whichever of the other saved figures are there.
 """
 
 from __future__ import annotations
@@ -18,15 +19,83 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on a server
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
 from bench.crashes import CrashFigures
+from bench.many_tasks import ManyTasksFigures
+from bench.mirror_lag import MirrorLagFigures
+from bench.overhead import OverheadFigures
+from bench.throughput import ThroughputFigures
 
 ARTICLE_RECOVERY_SECONDS = 4.2
+# Each goal: its label, its target, and the figure measured before the speed work (ratios,
+# seconds or milliseconds as the label says; docs/benchmarks.md, "Speed").
+GOALS = {
+    "overhead at 200 ms\n(x bare loop)": (1.10, 1.48),
+    "recovery p50 (s)": (1.0, 3.77),
+    "SIGTERM hand-over (s)": (0.3, 1.25),
+    "mirror lag p99 (ms)": (20.0, 56.0),
+    "100 tasks vs 1\n(x one task)": (1.2, 3.4),
+    "call rate, 10k docs\n(bare loop / product)": (1 / 0.8, 185 / 118),
+}
 
 
-def draw(crashes: CrashFigures, out: Path) -> None:
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+def goals_now(folder: Path) -> dict[str, float]:
+    """The figure of each goal measured now, from the scripts' saved JSON where present."""
+    now: dict[str, float] = {}
+    crashes = folder / "crashes.json"
+    if crashes.is_file():
+        figures = CrashFigures.model_validate_json(crashes.read_text())
+        now["recovery p50 (s)"] = figures.recovery_seconds["median"]
+        now["SIGTERM hand-over (s)"] = figures.handover_seconds["median"]
+    overhead = folder / "overhead-1000.json"
+    if overhead.is_file():
+        runs = OverheadFigures.model_validate_json(overhead.read_text()).runs
+        for run in runs:
+            if run.latency_ms == 200:
+                now["overhead at 200 ms\n(x bare loop)"] = run.ratio
+    mirror = folder / "mirror_lag.json"
+    if mirror.is_file():
+        lag = MirrorLagFigures.model_validate_json(mirror.read_text())
+        worst = max([lag.lag_ms["p99"]] + ([lag.compact.lag_ms["p99"]] if lag.compact else []))
+        now["mirror lag p99 (ms)"] = worst
+    many = folder / "many_tasks.json"
+    if many.is_file():
+        runs_many = ManyTasksFigures.model_validate_json(many.read_text()).runs
+        now["100 tasks vs 1\n(x one task)"] = max(r.ratio for r in runs_many)
+    throughput = folder / "throughput.json"
+    if throughput.is_file():
+        jobs = ThroughputFigures.model_validate_json(throughput.read_text()).jobs
+        largest = max(jobs, key=lambda job: job.documents)
+        if largest.ratio_to_bare:
+            now["call rate, 10k docs\n(bare loop / product)"] = 1 / largest.ratio_to_bare
+    return now
+
+
+def draw_goals(axes: Axes, now: dict[str, float]) -> None:
+    labels = list(GOALS)
+    places = range(len(labels))
+    before = [GOALS[label][1] / GOALS[label][0] for label in labels]
+    after = [now.get(label, 0.0) / GOALS[label][0] for label in labels]
+    axes.barh([p + 0.2 for p in places], before, height=0.4, color="tab:red", label="before")
+    axes.barh([p - 0.2 for p in places], after, height=0.4, color="tab:blue", label="now")
+    for place, label in zip(places, labels, strict=True):
+        if label in now:
+            axes.text(after[place], place - 0.2, f" {now[label]:.3g}", va="center", fontsize=7)
+        axes.text(before[place], place + 0.2, f" {GOALS[label][1]:.3g}", va="center", fontsize=7)
+    axes.axvline(1.0, color="black", linestyle="--", linewidth=1, label="goal")
+    axes.set_yticks(list(places), labels, fontsize=7)
+    axes.invert_yaxis()
+    axes.set_xlabel("figure / goal (under 1: met)")
+    axes.set_title("Speed goals: before and now")
+    axes.legend(fontsize=8, loc="lower right")
+
+
+def draw(crashes: CrashFigures, now: dict[str, float], out: Path) -> None:
+    figure, (left, right, goals) = plt.subplots(
+        1, 3, figsize=(17, 4.6), gridspec_kw={"width_ratios": [1, 1, 1.1]}
+    )
 
     kills = range(1, len(crashes.recoveries) + 1)
     left.plot(kills, crashes.recoveries, "o", label="SIGKILL: kill → first request resumed")
@@ -66,6 +135,8 @@ def draw(crashes: CrashFigures, out: Path) -> None:
         f"{crashes.token_reduction_vs_scratch:.0%} fewer tokens than from scratch"
     )
 
+    draw_goals(goals, now)
+
     figure.tight_layout()
     figure.savefig(out, dpi=110)
     plt.close(figure)
@@ -85,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     crashes = CrashFigures.model_validate_json(source.read_text())
     out = args.out or Path("docs") / "benchmarks.png"
-    draw(crashes, out)
+    draw(crashes, goals_now(args.folder), out)
     print(f"plot: wrote {out}")
     return 0
 

@@ -18,15 +18,16 @@ def serving(
     *,
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
-) -> Iterator[None]:
+    seconds: float = 30,
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``command`` (its output appended to ``log``) until it listens on ``port``; on the way
     out, terminate it, and kill it if it has not ended within 15 s."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as sink:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:
-        wait_for_port(port, process)
-        yield
+        wait_for_port(port, process, seconds)
+        yield process
     finally:
         process.terminate()
         try:

@@ -19,7 +19,7 @@ from longtask.payload_store import data_converter
 from longtask.search_attributes import KEYS
 from longtask.settings import Settings
 from longtask.tooling.servers import LlmServer, RedisServer
-from longtask.tooling.stack import installed_tool
+from longtask.tooling.stack import installed_tool, server_tuning
 from longtask.tooling.worker_process import WorkerProcess
 from worker import build_worker
 
@@ -44,6 +44,7 @@ async def temporal_env(payload_dir: Path) -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=installed_tool("temporal"),
         data_converter=data_converter(payload_dir, PAYLOAD_THRESHOLD),
         search_attributes=KEYS,
+        dev_server_extra_args=server_tuning(),
     )
     yield env
     await env.shutdown()

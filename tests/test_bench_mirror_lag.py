@@ -6,7 +6,17 @@ from tests.bench_runs import run_bench
 
 
 def test_an_outside_reader_times_every_checkpoint() -> None:
-    figures, human = run_bench("bench.mirror_lag", "--documents", "4", "--tasks", "1", timeout=120)
+    figures, human = run_bench(
+        "bench.mirror_lag",
+        "--documents",
+        "4",
+        "--tasks",
+        "1",
+        "--compact-documents",
+        "101",
+        "--latency-ms",
+        "0",
+    )
     assert figures["tasks"] == 1
     assert figures["documents"] == figures["completed_documents"] == 4
     # One checkpoint per finished document at least, every one seen set by the reader.
@@ -19,3 +29,9 @@ def test_an_outside_reader_times_every_checkpoint() -> None:
     assert figures["lag_vs_plain_set"] > 0 and figures["lag_vs_interval"] > 0
     assert human[0].startswith("mirror lag: 4 documents in 1 task, 4 of them completed in ")
     assert human[1].startswith("  creation to visible: p50 ")
+    # The compact cadence of a large task, in the same run: a checkpoint a second at most.
+    compact = figures["compact"]
+    assert compact["documents"] == compact["completed_documents"] == 101
+    assert compact["observed"] == compact["checkpoints"] >= 2
+    assert compact["interval_ms"]["median"] >= 900
+    assert human[4].startswith("mirror lag: 101 documents in 1 task, 101 of them completed")

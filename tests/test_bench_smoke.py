@@ -48,14 +48,20 @@ def test_crashes_measures_recovery_and_redone_work_and_plots_it(tmp_path: Path) 
     assert picture.read_bytes().startswith(b"\x89PNG")
 
 
-def test_throughput_measures_the_job_against_the_ceiling() -> None:
-    figures, human = run_bench("bench.throughput", "--sizes", "8", "--ceiling-activities", "50")
+def test_throughput_measures_the_job_against_the_ceiling_the_loop_and_more_workers() -> None:
+    figures, human = run_bench(
+        "bench.throughput", "--sizes", "8", "--ceiling-activities", "50", "--workers", "1", "2"
+    )
     assert figures["ceiling_activities"] == 50
     assert figures["ceiling_activities_per_second"] > 0
-    (job,) = figures["jobs"]
-    assert job["documents"] == 8 and job["steps"] == 32
-    assert job["ratio_to_ceiling"] > 0
-    assert human[1].startswith("  8 documents in ")
+    one, two = figures["jobs"]
+    assert (one["workers"], two["workers"]) == (1, 2)
+    for job in (one, two):
+        assert job["documents"] == 8 and job["steps"] == 32
+        assert job["ratio_to_ceiling"] > 0 and job["ratio_to_bare"] > 0
+        assert job["server_cpu"] > 0 and job["workers_cpu"] > 0
+    assert one["bare_steps_per_second"] == two["bare_steps_per_second"]
+    assert human[1].startswith("  8 documents, 1 worker(s), in ")
 
 
 def test_overhead_compares_the_same_job_with_the_bare_loop() -> None:
@@ -68,3 +74,15 @@ def test_overhead_compares_the_same_job_with_the_bare_loop() -> None:
         assert run["bare_seconds"] > 0 and run["durable_seconds"] > 0
         assert run["ratio"] > 0
     assert human[0] == "overhead: 8 documents, same job, same LLM server, same calls"
+
+
+def test_timer_shift_times_timers_and_server_cpu_on_both_settings() -> None:
+    figures, human = run_bench(
+        "bench.timer_shift", "--idle-seconds", "1", "--timers", "2", "--activities", "20"
+    )
+    assert [server["shift"] for server in figures["servers"]] == ["1s", "100ms"]
+    for server in figures["servers"]:
+        # A timer never fires before its time.
+        assert server["timer_seconds"] >= 0.2 and server["retry_seconds"] >= 0.2
+        assert server["job_cpu_seconds"] > 0
+    assert human[0].startswith("timer shift: two dev servers side by side")

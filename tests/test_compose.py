@@ -15,6 +15,7 @@ import yaml
 
 from longtask.search_attributes import KEYS
 from longtask.settings import Settings, load_settings
+from longtask.tooling.stack import TIMER_MAX_TIME_SHIFT, server_tuning
 from tests.conftest import ROOT
 
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
@@ -370,3 +371,20 @@ def test_dockerfile_builds_the_worker(
     assert services["worker"]["build"]["args"]["PYTHON_VERSION"] == pins["PYTHON_VERSION"]
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".state", ".git"} <= set(ignored)
+
+
+def test_temporal_reads_the_dynamic_config_every_stack_runs_with(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    temporal = services["temporal"]
+    path = environment(temporal)["DYNAMIC_CONFIG_FILE_PATH"]
+    mounted = {
+        target: source for source, target, *_ in (v.split(":") for v in temporal.get("volumes", []))
+    }
+    source = mounted[str(path)]
+    config = yaml.safe_load((ROOT / source).read_text())
+    assert config["limit.maxIDLength"] == [{"value": 255, "constraints": {}}]
+    # The same timer tuning as the embedded stack and the tests' dev server.
+    (shift,) = config["history.timerProcessorMaxTimeShift"]
+    assert shift["value"] == TIMER_MAX_TIME_SHIFT
+    assert server_tuning()[1] == f'history.timerProcessorMaxTimeShift="{shift["value"]}"'

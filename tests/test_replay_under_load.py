@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from temporalio.client import (
 )
 from temporalio.worker import Replayer
 
+from bench.harness import cpu_load
 from longtask.payload_store import data_converter
 from longtask.settings import Settings
 from longtask.states import TaskState
@@ -44,13 +43,8 @@ CPU_HOGS = 2
 
 @pytest.fixture
 def loaded_machine() -> Iterator[None]:
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(CPU_HOGS)]
-    try:
+    with cpu_load(CPU_HOGS):
         yield
-    finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait(timeout=10)
 
 
 async def keep_querying(handles: list[WorkflowHandle[Any, Any]], errors: list[str]) -> None:

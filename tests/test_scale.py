@@ -50,7 +50,13 @@ async def test_a_few_hundred_documents_fan_out_in_batches(
         if e.HasField("activity_task_scheduled_event_attributes")
         and e.activity_task_scheduled_event_attributes.activity_type.name == "process_documents"
     ]
-    assert len(batches) == -(-documents // task.batch_documents)
+    # Full batches, and smaller ones as documents end and free their places (a quarter of a
+    # batch at least).
+    fewest, most = (
+        -(-documents // task.batch_documents),
+        -(-documents // (task.batch_documents // 4)),
+    )
+    assert fewest <= len(batches) <= most
     # Far inside Temporal's limits (51,200 events): a few events per batch.
     assert len(history.events) < 40 * len(batches)
 

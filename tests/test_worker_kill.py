@@ -62,7 +62,7 @@ async def test_sigkill_mid_task_then_a_new_worker_finishes_it(
     assert all(stats.errors == stats.timeouts == 0 for stats in status.calls.values())
 
 
-async def test_sigterm_lets_the_worker_finish_its_steps_and_exit(
+async def test_sigterm_hands_the_steps_over_at_once_and_exits(
     client: Client,
     settings: Settings,
     llm: LlmServer,
@@ -74,15 +74,16 @@ async def test_sigterm_lets_the_worker_finish_its_steps_and_exit(
     )
 
     first.process.send_signal(signal.SIGTERM)
-    # In-flight steps get the grace period; the worker then exits cleanly on its own.
+    # The steps are handed over at once; the worker then exits cleanly on its own.
     assert first.process.wait(timeout=20) == 0
     assert "worker stopped" in first.log.read_text()
 
     workers.append(WorkerProcess(settings, tmp_path / "second.log"))
     result = await handle.result()
     assert result.state is TaskState.COMPLETED
-    # Calls in flight at SIGTERM finished and were kept: nothing was asked twice.
-    assert llm.count("/chat/completions") == 4 + 2
+    # Calls finished before SIGTERM were kept; the one in flight (one call at a time) was cut
+    # and asked again by the second worker.
+    assert 4 + 2 <= llm.count("/chat/completions") <= 4 + 2 + 1
     assert "handed over" in (await handle.fetch_history()).to_json()
 
 

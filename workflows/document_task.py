@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from datetime import timedelta
 
 from temporalio import workflow
@@ -30,8 +31,10 @@ with workflow.unsafe.imports_passed_through():
         PATCH_CANCEL_WAITS_FOR_BATCHES,
         PATCH_CHECKPOINT_SINK,
         PATCH_DOCUMENT_BATCHES,
+        PATCH_DOCUMENTS_WINDOW,
         PATCH_LOAD_FAILURE_ENDS_TASK,
         PATCH_SEARCH_ATTRIBUTES,
+        PATCH_SMALL_TASKS_FILL_BATCHES,
         PATCH_TASK_ID_CHECKED,
         PROCESS_DOCUMENTS,
         STATUS_QUERY,
@@ -59,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.activity_failures import cut_of, failure_of
     from workflows.document_legacy import LegacyDocumentTask
     from workflows.task_book import TaskBook
+    from workflows.task_tree import step_node
 
 # Batches a task keeps in flight at least when it has documents enough, so a small task's
 # documents still run side by side.
@@ -222,6 +226,9 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
                 self._mark_dirty()
                 continue
             todo.append(document)
+        if workflow.patched(PATCH_DOCUMENTS_WINDOW):
+            await self._roll(todo)
+            return
         batches = self._batches(todo)
         size = len(batches[0]) if batches else 1
         window = asyncio.Semaphore(max(1, self._task.document_concurrency // size))
@@ -237,10 +244,80 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
             if isinstance(outcome, BaseException):
                 raise outcome
 
+    async def _roll(self, documents: list[DocumentRef]) -> None:
+        """Keep ``document_concurrency`` documents in flight, a new batch as documents end.
+
+        A batch activity ends when its slowest document does; counted in batches, the window
+        would stand idle by that tail. Counted in documents, a document whose report a batch
+        has signalled frees its place at once, and the next batch takes the free places (at
+        least a quarter of a batch, so that batches stay few).
+        """
+        size = len(self._batches(documents)[0]) if documents else 1
+        least = max(1, size // 4)
+        waiting = list(documents)
+        running: list[asyncio.Task[None]] = []
+        self._flying: set[int] = set()
+        try:
+            while waiting and not self._halted():
+                await workflow.wait_condition(
+                    functools.partial(self._room_for, min(least, len(waiting)))
+                )
+                if self._halted():
+                    break
+                take = min(self._free_places(), size, len(waiting))
+                batch, waiting = waiting[:take], waiting[take:]
+                running.append(asyncio.create_task(self._rolling_batch(len(running), batch)))
+        except asyncio.CancelledError:
+            # The task is cancelled: its running batches answer with what they finished.
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            raise
+        ended = await asyncio.gather(*running, return_exceptions=True)
+        if waiting and self._halted() and not self._stopped():
+            # A long history: the documents not started go to a fresh run.
+            self._rolling_over = True
+        for outcome in ended:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _rolling_batch(self, number: int, documents: list[DocumentRef]) -> None:
+        indexes = {document.index for document in documents}
+        self._flying |= indexes
+        try:
+            await self._batch(number, documents, asyncio.Semaphore(1))
+        finally:
+            self._flying -= indexes
+
+    def _room_for(self, documents: int) -> bool:
+        return self._free_places() >= documents or self._halted()
+
+    def _free_places(self) -> int:
+        """Places in the window: documents in flight are those of running batches whose report
+        no progress signal has shown done yet."""
+        busy = sum(1 for index in self._flying if not self._reported(index))
+        return self._task.document_concurrency - busy
+
+    def _reported(self, index: int) -> bool:
+        node = step_node(self._book.tree, self._book.documents[index], StepKind.REPORT)
+        return node.done >= node.total
+
+    def _stopped(self) -> bool:
+        return self._budget_reason is not None or self._stop_reason is not None
+
+    def _halted(self) -> bool:
+        """No new batch starts: the task stops, its budget is spent, or its history is long."""
+        return self._stopped() or self._rolling_over or self._history_is_long()
+
     def _batches(self, documents: list[DocumentRef]) -> list[list[DocumentRef]]:
         """Documents in batches as large as allowed, yet enough of them to run side by side."""
         task = self._task
         spread = -(-len(documents) // MIN_BATCHES_IN_FLIGHT)
+        if workflow.patched(PATCH_SMALL_TASKS_FILL_BATCHES):
+            # A batch's documents already run side by side, under its own call limit; more
+            # batches only take more of the workers' activity slots, which many small tasks
+            # at once then wait for. A batch gets at least as many documents as its calls.
+            spread = max(spread, task.call_concurrency)
         size = max(1, min(spread, task.batch_documents, task.document_concurrency))
         return [documents[i : i + size] for i in range(0, len(documents), size)]
 

@@ -66,6 +66,10 @@ PATCH_LOAD_FAILURE_ENDS_TASK = "load-failure-ends-task"
 PATCH_DOCUMENT_BATCHES = "document-batches"
 PATCH_SEARCH_ATTRIBUTES = "search-attributes"
 PATCH_BATCHES_FAIL_BY_CALL_ATTEMPTS = "batches-fail-by-call-attempts"
+# The document task's window of documents in flight is refilled as documents end (signalled by
+# their batch), not as whole batches end; small tasks fill a batch before they spread.
+PATCH_DOCUMENTS_WINDOW = "documents-window"
+PATCH_SMALL_TASKS_FILL_BATCHES = "small-tasks-fill-batches"
 # Long tasks: checkpoints on the engine's cadence (each change, 10 steps, 30 s) with search
 # attributes, instead of one checkpoint per change and search attributes on transitions only.
 PATCH_LONG_TASK_CADENCE = "long-task-cadence"

@@ -30,6 +30,16 @@ from longtask.search_attributes import ensure_registered
 from longtask.settings import Settings, SettingsError, load_settings
 
 READY_SECONDS = 60.0
+# The earliest a new timer of the history service may fire. Its default (1 s) holds every short
+# timer about a second: a 0.2 s retry after a lost worker, the check of a heartbeat timeout.
+# 100 ms makes them fire on time, for more reads of the timer queue (docs/benchmarks.md, 1).
+TIMER_MAX_TIME_SHIFT = "100ms"
+
+
+def server_tuning(shift: str = TIMER_MAX_TIME_SHIFT) -> list[str]:
+    """Arguments of `temporal server start-dev` for the dynamic config every stack runs with
+    (the compose stack reads the same key from deploy/temporal-dynamic-config.yaml)."""
+    return ["--dynamic-config-value", f'history.timerProcessorMaxTimeShift="{shift}"']
 
 
 class ServiceSpec(BaseModel):
@@ -82,19 +92,26 @@ def write_redis_config(settings: Settings) -> None:
     os.chmod(path, 0o600)
 
 
+def temporal_command(
+    host: str, port: int, ui_port: int, database: Path, shift: str = TIMER_MAX_TIME_SHIFT
+) -> list[str]:
+    """The file-backed Temporal dev server `up` starts (benchmarks start it the same way)."""
+    return [
+        installed_tool("temporal"), "server", "start-dev",
+        "--ip", host, "--port", str(port), "--ui-port", str(ui_port),
+        "--db-filename", str(database),
+        # WAL with synchronous=NORMAL: ~70 activities/s on 2 cores instead of ~30.
+        "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=NORMAL",
+        "--log-level", "warn", "--ui-disable-news-fetch", *server_tuning(shift),
+    ]  # fmt: skip
+
+
 def services(settings: Settings) -> list[ServiceSpec]:
     state = settings.state_dir.resolve()
     t_host, t_port = settings.temporal_host_port
     r_host, r_port = settings.redis_host_port
     l_host, l_port = settings.llm_host_port
-    temporal = [
-        installed_tool("temporal"), "server", "start-dev",
-        "--ip", t_host, "--port", str(t_port), "--ui-port", str(settings.temporal_ui_port),
-        "--db-filename", str(state / "temporal.db"),
-        # WAL with synchronous=NORMAL: ~70 activities/s on 2 cores instead of ~30.
-        "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=NORMAL",
-        "--log-level", "warn", "--ui-disable-news-fetch",
-    ]  # fmt: skip
+    temporal = temporal_command(t_host, t_port, settings.temporal_ui_port, state / "temporal.db")
     redis = [
         redis_server_binary(), str(redis_config(settings)), "--bind", r_host, "--port", str(r_port),
         "--dir", str(state / "redis"), "--appendonly", "yes", "--save", "",
@@ -134,6 +151,14 @@ def _load_started(settings: Settings) -> list[Started]:
     if not path.exists():
         return []
     return [Started.model_validate(item) for item in json.loads(path.read_text())]
+
+
+def pid_of(settings: Settings, name: str) -> int:
+    """The process id of the service ``name`` that `up` started and that still runs."""
+    for entry in _load_started(settings):
+        if entry.name == name and _alive(entry):
+            return entry.pid
+    raise RuntimeError(f"no {name} started by `up` runs")
 
 
 def _save_started(settings: Settings, started: list[Started]) -> None:

@@ -4,6 +4,7 @@ checkpoint, going on from its messages."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections import Counter
@@ -14,12 +15,14 @@ import pytest
 from redis.asyncio import Redis
 from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
 
-from longtask.research import resume_research, start_research
+from longtask.agent import TaskOutcome
+from longtask.research import ResearchReport, start_research
 from longtask.settings import Settings
 from longtask.states import TaskState
 from longtask.tooling.servers import LlmServer
 from tests.agents import FAST_POLICY, latest_checkpoint, running_worker, wait_for
 from tests.conftest import EXAMPLES
+from tests.test_cli import run_starter
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +86,10 @@ async def test_a_cancelled_task_resumes_from_its_messages(
         kept = stopped.state.messages
         assert [m["role"] for m in kept[:3]] == ["system", "user", "assistant"]
 
-        again = await resume_research(client, slow_settings, redis, handle.id)
+        # As a user would: `starter.py resume ID`, a new run from the newest checkpoint.
+        resumed = await asyncio.to_thread(run_starter, slow_settings, "resume", handle.id)
+        assert resumed.returncode == 0, resumed.stderr
+        again = client.get_workflow_handle(handle.id, result_type=TaskOutcome[ResearchReport])
         outcome = await again.result()
     assert outcome.state is TaskState.COMPLETED, outcome.reason
     finished = await latest_checkpoint(redis, handle.id)

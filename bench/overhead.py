@@ -48,7 +48,9 @@ DOCUMENTS_IN_FLIGHT = 64
 CALLS_IN_FLIGHT = 64
 BATCH_DOCUMENTS = 16
 REALISTIC_LATENCY = -1
-FIXED_LIMITS = {"LTM_LEARN_HANG_LIMITS": "false"}
+# The loop's hang limits do not learn from the answers; nor do the task's here (the policy is
+# the task's, set when it starts), so both wait out the same long-tailed first chunks.
+FIXED_LIMITS = {"learn_hang_limits": False}
 
 
 class OverheadAt(BaseModel):
@@ -98,9 +100,7 @@ def overhead_settings(folder: Path, latency_ms: int, batch_documents: int) -> Se
     )
 
 
-async def measure_at(
-    settings: Settings, paths: list[Path], latency_ms: int, env: dict[str, str] | None = None
-) -> OverheadAt:
+async def measure_at(settings: Settings, paths: list[Path], latency_ms: int) -> OverheadAt:
     batches = settings.document_concurrency // settings.batch_documents
     in_flight = batches * settings.call_concurrency
     bare = await run_bare_loop(
@@ -111,7 +111,7 @@ async def measure_at(
         documents_in_flight=DOCUMENTS_IN_FLIGHT,
     )
     client = await connect_temporal(settings)
-    with Workers(settings, env) as workers:
+    with Workers(settings) as workers:
         workers.start()
         await workers.ready()
         started = time.monotonic()
@@ -194,14 +194,14 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             runs.append(run)
         if args.realistic:
-            settings = overhead_settings(Path(folder) / "stack-realistic", 0, args.batch_documents)
+            settings = overhead_settings(
+                Path(folder) / "stack-realistic", 0, args.batch_documents
+            ).model_copy(update=FIXED_LIMITS)
             with faulty_llm_server(settings, realistic_plan(settings)):
                 run = measure_on_stack(
                     "overhead",
                     settings,
-                    # The loop's limits do not learn from the answers; nor do the workers'
-                    # here, so both wait out the same long-tailed first chunks.
-                    functools.partial(measure_at, settings, paths, REALISTIC_LATENCY, FIXED_LIMITS),
+                    functools.partial(measure_at, settings, paths, REALISTIC_LATENCY),
                 )
             if run is None:
                 return 1

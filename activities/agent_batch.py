@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities.agent_calls import known_task_type, learned_or_configured_limits
+from activities.agent_calls import heartbeat_loop, known_task_type, learned_or_configured_limits
 from activities.agent_stream import stream_answer
 from activities.attempts import AttemptLedger, ProviderFailure, step_failure
 from activities.batch import cancelled_by_its_task
@@ -58,22 +58,12 @@ def _restored() -> BatchHeartbeat:
 
 @contextlib.asynccontextmanager
 async def heartbeating(beat: BatchHeartbeat) -> AsyncIterator[None]:
-    """Heartbeat the batch's answers so far at an eighth of the heartbeat timeout."""
-    info = activity.info()
-    seconds = info.heartbeat_timeout.total_seconds() / 8 if info.heartbeat_timeout else 1.0
-
-    async def loop() -> None:
-        while True:
-            activity.heartbeat(beat.model_dump(mode="json"))
-            await asyncio.sleep(seconds)
-
-    running = asyncio.create_task(loop())
+    """Heartbeat the batch's answers so far at an eighth of the heartbeat timeout, and once
+    more as it ends (what a retry, or the task after a cancel, starts from)."""
     try:
-        yield
+        async with heartbeat_loop(lambda: beat.model_dump(mode="json"), 1 / 8):
+            yield
     finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
         activity.heartbeat(beat.model_dump(mode="json"))
 
 

@@ -113,15 +113,14 @@ async def learned_or_configured_limits(
 
 
 @contextlib.asynccontextmanager
-async def heartbeating(beat: CallHeartbeat, text_so_far: Callable[[], str]) -> AsyncIterator[None]:
-    """Heartbeat the call's state at a quarter of the heartbeat timeout while it runs."""
+async def heartbeat_loop(details: Callable[[], Any], share: float) -> AsyncIterator[None]:
+    """Heartbeat ``details()`` every ``share`` of the heartbeat timeout while inside."""
     info = activity.info()
-    seconds = info.heartbeat_timeout.total_seconds() / 4 if info.heartbeat_timeout else 2.5
+    seconds = info.heartbeat_timeout.total_seconds() * share if info.heartbeat_timeout else 1.0
 
     async def loop() -> None:
         while True:
-            beat.partial_text = text_so_far()
-            activity.heartbeat(beat.model_dump(mode="json"))
+            activity.heartbeat(details())
             await asyncio.sleep(seconds)
 
     running = asyncio.create_task(loop())
@@ -131,6 +130,18 @@ async def heartbeating(beat: CallHeartbeat, text_so_far: Callable[[], str]) -> A
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+
+
+@contextlib.asynccontextmanager
+async def heartbeating(beat: CallHeartbeat, text_so_far: Callable[[], str]) -> AsyncIterator[None]:
+    """Heartbeat the call's state at a quarter of the heartbeat timeout while it runs."""
+
+    def details() -> Any:
+        beat.partial_text = text_so_far()
+        return beat.model_dump(mode="json")
+
+    async with heartbeat_loop(details, 1 / 4):
+        yield
 
 
 class AgentCalls:

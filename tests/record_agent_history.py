@@ -23,11 +23,10 @@ import argparse
 import asyncio
 import contextlib
 import os
-import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from bench.harness import cpu_load
 from bench.map_task import MAP_TASK, BenchMap, MapInput, MapOutcome
 from examples.translate import Translate
 from longtask.agent import start_long_task, start_task_by_name, task_defaults
@@ -61,20 +61,6 @@ CHAPTERS = {
     "01-harbour.txt": "The ship left the harbour at dawn, and Captain Ilsa Marrow watched Tern.",
     "02-storm.txt": "A storm came up. The crew of the Tern trusted Marrow.",
 }
-
-
-@contextlib.contextmanager
-def cpu_load(on: bool) -> Iterator[None]:
-    """Two CPU-bound processes beside the recording (a busy 2-core machine), or none."""
-    hogs = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 if on else 0)
-    ]
-    try:
-        yield
-    finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait()
 
 
 @contextlib.asynccontextmanager
@@ -130,7 +116,8 @@ async def start(name: str, client: Client, settings: Settings, folder: Path) -> 
 
 async def record(name: str, under_load: bool) -> Path:
     target = HISTORIES / f"{RECORDED_AS[name]}.json"
-    with tempfile.TemporaryDirectory() as folder, cpu_load(under_load):
+    # Two CPU-bound processes beside the recording: a busy 2-core machine.
+    with tempfile.TemporaryDirectory() as folder, cpu_load(2 if under_load else 0):
         os.environ["LTM_TASK_MODULES"] = TASK_MODULES
         async with stack(Path(folder)) as (client, settings):
             llm = LlmServer()

@@ -98,6 +98,15 @@ async def pending_heartbeats(client: Client, task_id: str) -> list[BatchHeartbea
     return beats
 
 
+async def answers_recorded(client: Client, task_id: str, answers: int = 4) -> None:
+    """Wait (30 s at most) until a batch in flight has answers recorded in its heartbeat."""
+    for _ in range(300):
+        beats = await pending_heartbeats(client, task_id)
+        if any(len(beat.answers) >= answers for beat in beats):
+            return
+        await asyncio.sleep(0.1)
+
+
 async def test_a_killed_worker_costs_only_the_calls_it_had_not_recorded(
     client: Client,
     settings: Settings,
@@ -114,12 +123,7 @@ async def test_a_killed_worker_costs_only_the_calls_it_had_not_recorded(
     request = map_input(settings, items=96, calls_in_flight=32, call_concurrency=2)
     handle = await start_long_task(client, settings, MAP_TASK, request, MapOutcome)
 
-    # Wait until a batch in flight has recorded answers in its heartbeat, then kill.
-    for _ in range(300):
-        beats = await pending_heartbeats(client, request.task_id)
-        if any(len(beat.answers) >= 4 for beat in beats):
-            break
-        await asyncio.sleep(0.1)
+    await answers_recorded(client, request.task_id)
     first.process.send_signal(signal.SIGKILL)
     assert first.process.wait(timeout=10) == -signal.SIGKILL
     await asyncio.sleep(0.5)  # requests the dead worker had sent are all in the log
@@ -157,11 +161,7 @@ async def test_a_cancelled_map_books_every_answer_its_batches_had(
     request = map_input(settings, items=96, calls_in_flight=32, call_concurrency=2)
     async with running_worker(client, settings, redis):
         handle = await start_long_task(client, settings, MAP_TASK, request, MapOutcome)
-        for _ in range(300):
-            beats = await pending_heartbeats(client, request.task_id)
-            if any(len(beat.answers) >= 4 for beat in beats):
-                break
-            await asyncio.sleep(0.1)
+        await answers_recorded(client, request.task_id)
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):
             await handle.result()

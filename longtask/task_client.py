@@ -33,6 +33,7 @@ from longtask.client_errors import (
     task_module_hint,
 )
 from longtask.connections import connect_redis, connect_temporal
+from longtask.engine.names import DOCUMENT_TASK
 from longtask.models import TaskInput, TaskResult, TaskStatus
 from longtask.progress import ProgressRecord
 from longtask.settings import Settings, load_settings, redact_url
@@ -41,7 +42,6 @@ from longtask.task_by_name import (
     resume_named_task,
     start_named_task,
 )
-from longtask.task_list import WORKFLOW_TYPE as DOCUMENT_TASK
 from longtask.task_list import TaskFilter, TaskSummary, list_tasks
 from longtask.task_queue import worker_count
 from longtask.task_resume import checkpoint_problem, previous_input, resume_task_run

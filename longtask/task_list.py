@@ -9,11 +9,9 @@ from pydantic import BaseModel
 from temporalio.client import Client
 
 from longtask.client_errors import UsageError
+from longtask.engine.names import DOCUMENT_TASK
 from longtask.search_attributes import TASK_COST, TASK_PROGRESS, TASK_STATE
 from longtask.states import TaskState
-
-# The document agent's workflow; any other is a long task of one's own (longtask.agent).
-WORKFLOW_TYPE = "DocumentTask"
 
 
 class TaskFilter(BaseModel):
@@ -30,7 +28,7 @@ class TaskFilter(BaseModel):
         """The visibility query (Temporal's SQL-like list filter) for these limits."""
         # Document tasks, and every long task that publishes its state (longtask.agent): not
         # the other workflows a shared namespace may hold.
-        parts = [f"(WorkflowType = '{WORKFLOW_TYPE}' OR {TASK_STATE.name} IS NOT NULL)"]
+        parts = [f"(WorkflowType = '{DOCUMENT_TASK}' OR {TASK_STATE.name} IS NOT NULL)"]
         if self.state is not None:
             parts.append(f"{TASK_STATE.name} = '{self.state.value}'")
         for name, operator, value in (

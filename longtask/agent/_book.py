@@ -73,8 +73,12 @@ class AgentBook:
 
     def next_call(self) -> int:
         """The number of the task's next call: ids and keys stay unique across runs."""
-        self.calls += 1
-        return self.calls
+        return self.next_calls(1)
+
+    def next_calls(self, count: int) -> int:
+        """Numbers for ``count`` calls in a row (a batch of ``map_calls``); the first of them."""
+        self.calls += count
+        return self.calls - count + 1
 
     def book(
         self,

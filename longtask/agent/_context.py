@@ -288,9 +288,7 @@ class TaskContext:
         async def run(positions: list[int]) -> None:
             async with gate:
                 await self._ready()
-                first = self.book.next_call()
-                for _ in positions[1:]:
-                    self.book.next_call()
+                first = self.book.next_calls(len(positions))
                 request = MapCallsRequest(
                     task_id=self.task_id,
                     step=step,

@@ -23,12 +23,12 @@ from longtask.client_errors import (
     task_module_hint,
 )
 from longtask.cost import TaskBudget
+from longtask.engine.names import DOCUMENT_TASK
 from longtask.models import TaskInput
 from longtask.settings import Settings, SettingsError, load_settings
 from longtask.states import TaskState
 from longtask.task_by_name import parse_params
 from longtask.task_client import TaskClient
-from longtask.task_list import WORKFLOW_TYPE as DOCUMENT_TASK
 from longtask.task_list import TaskFilter, parse_state
 from longtask.task_start import checked_budget, missing_paths, settings_budget, task_input
 from longtask.tooling.live_view import print_outcome, print_result, show_live

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from longtask.task_list import WORKFLOW_TYPE as DOCUMENT_TASK
+from longtask.engine.names import DOCUMENT_TASK
 from longtask.task_list import TaskSummary
 
 

@@ -28,10 +28,10 @@ from temporalio.service import RPCError
 
 from longtask.agent import AgentStatus, TaskOutcome
 from longtask.cost import CostLedger
+from longtask.engine.names import DOCUMENT_TASK
 from longtask.models import TaskResult, TaskStatus
 from longtask.progress import ENDED_NODE, WAITING_NODE, ProgressNode, ProgressRecord
 from longtask.states import TaskState
-from longtask.task_list import WORKFLOW_TYPE as DOCUMENT_TASK
 
 ROLLED_UP = frozenset({ENDED_NODE, WAITING_NODE})
 # Up to this many documents the reports are printed in full; beyond, they are in files.

@@ -40,6 +40,8 @@ from longtask.models import (
     DocumentRef,
     StepRequest,
     StepResult,
+    TakeDocuments,
+    TakenDocuments,
     step_key,
 )
 from longtask.policies import STOP_TASK_KINDS, StepKind, TimeoutPolicy
@@ -148,6 +150,47 @@ def cancelled_by_its_task() -> bool:
     return details is not None and details.cancel_requested
 
 
+class _Taking:
+    """The documents of a batch that takes more from its task as its places free, and those
+    of them the task already has (handed over with a take: run and sent no more)."""
+
+    def __init__(self, request: BatchRequest) -> None:
+        self.request = request
+        # Whether the task may still hand over documents (it said none, or a document failed).
+        self.more = request.places is not None
+        self.handed: set[int] = set()
+
+    def room(self) -> int:
+        most = self.request.most or len(self.request.documents)
+        return most - len(self.request.documents)
+
+    def finished(self, index: int, pulse: ActivityPulse) -> bool:
+        return index in pulse.outcomes or index in self.handed
+
+    def ended(self, pulse: ActivityPulse) -> list[DocumentOutcome]:
+        """Documents ended in this batch and not handed to the task yet."""
+        mine = {document.index for document in self.request.documents}
+        return [outcome for index, outcome in pulse.outcomes.items() if index in mine]
+
+    def add(self, taken: TakenDocuments | None, pulse: ActivityPulse) -> None:
+        """Take the task's answer: documents to run, and those it has (dropped from the
+        heartbeat details, which then carry only what the task does not hold)."""
+        if taken is None:
+            return  # no answer: what ended stays here, for the next ask or the result
+        for index in taken.ended:
+            self.handed.add(index)
+            pulse.outcomes.pop(index, None)
+        known = {document.index for document in self.request.documents}
+        new = [document for document in taken.documents if document.index not in known]
+        self.request = self.request.model_copy(
+            update={
+                "documents": [*self.request.documents, *new],
+                "done": {**self.request.done, **taken.done},
+                "partials": {**self.request.partials, **taken.partials},
+            }
+        )
+
+
 class DocumentBatches:
     def __init__(self, steps: DocumentSteps, reports: ReportStore) -> None:
         self._steps = steps
@@ -155,15 +198,12 @@ class DocumentBatches:
 
     @activity.defn(name=PROCESS_DOCUMENTS)
     async def process_documents(self, request: BatchRequest) -> BatchResult:
+        taking = _Taking(request)
         async with self._steps.pulse(request.task_id, request.call_concurrency) as pulse:
             try:
-                ended = await unless_worker_stops(
-                    asyncio.gather(
-                        *(self._document(request, d, pulse) for d in request.documents),
-                        return_exceptions=True,
-                    )
-                )
+                ended = await unless_worker_stops(self._run(taking, pulse))
             except asyncio.CancelledError:
+                request = taking.request
                 if not cancelled_by_its_task():
                     if taken_from_a_live_worker():
                         # A heartbeat missed while alive (a machine too loaded for the
@@ -175,6 +215,8 @@ class DocumentBatches:
                 # cut by the cancel and are not made again by this batch.
                 activity.logger.info("batch %d cancelled by its task", request.batch)
                 return self._cut(request, pulse)
+        # Every document the batch ran: those it began with and those it took.
+        request = taking.request
         if ended is None:
             # The worker stops: every step goes to another worker at once, streamed text and
             # finished calls in the heartbeat details; calls cut here are asked again there.
@@ -188,10 +230,62 @@ class DocumentBatches:
             raise batch_failure(
                 errors, self._cut(request, pulse), request.policy, activity.info().attempt
             )
-        return BatchResult(
-            batch=request.batch,
-            outcomes=[pulse.outcomes[document.index] for document in request.documents],
-        )
+        # Documents handed to the task with a take are no longer here.
+        kept = [pulse.outcomes[d.index] for d in request.documents if d.index in pulse.outcomes]
+        return BatchResult(batch=request.batch, outcomes=kept)
+
+    async def _run(self, taking: _Taking, pulse: ActivityPulse) -> Sequence[BaseException | None]:
+        """Every document of the batch side by side; for a batch that takes documents, at
+        most ``places`` at once, each free place filled from the task."""
+        request = taking.request
+        if request.places is None:
+            return await asyncio.gather(
+                *(self._document(request, d, pulse) for d in request.documents),
+                return_exceptions=True,
+            )
+        if activity.info().attempt > 1:
+            # Documents this batch took in an earlier attempt and did not end are its own;
+            # those the task already has are not run again.
+            again = TakeDocuments(batch=request.batch, again=True, ended=taking.ended(pulse))
+            taking.add(await pulse.take(again), pulse)
+        waiting = [d for d in taking.request.documents if not taking.finished(d.index, pulse)]
+        running: set[asyncio.Task[None]] = set()
+        asking: asyncio.Task[TakenDocuments | None] | None = None
+        ended: list[BaseException | None] = []
+        try:
+            while True:
+                while waiting and len(running) < request.places:
+                    begun = self._document(taking.request, waiting.pop(0), pulse)
+                    running.add(asyncio.create_task(begun))
+                want = min(request.places - len(running) - len(waiting), taking.room())
+                if asking is None and taking.more and want > 0 and pulse.may_start():
+                    # What ended goes with the ask: the task books it now, and the heartbeat
+                    # details stop carrying it.
+                    ask = TakeDocuments(batch=request.batch, want=want, ended=taking.ended(pulse))
+                    asking = asyncio.create_task(pulse.take(ask))
+                if not running and asking is None:
+                    return ended
+                waits: set[asyncio.Future[Any]] = {*running, *([asking] if asking else [])}
+                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if asking is not None and asking in done:
+                    taken = asking.result()
+                    asking = None
+                    taking.add(taken, pulse)
+                    if taken is not None:
+                        waiting.extend(taken.documents)
+                    taking.more = taking.more and taken is not None and bool(taken.documents)
+                for task in done & running:
+                    running.discard(task)
+                    error = task.exception()
+                    ended.append(error)
+                    if error is not None:
+                        # The batch fails once its documents in flight end: take no more.
+                        taking.more = False
+        except asyncio.CancelledError:
+            for task in [*running, *([asking] if asking else [])]:
+                task.cancel()
+            await asyncio.gather(*running, *([asking] if asking else []), return_exceptions=True)
+            raise
 
     @staticmethod
     def _cut(request: BatchRequest, pulse: ActivityPulse) -> BatchResult:

@@ -21,10 +21,20 @@ from activities.continuation import join_continuation
 from activities.metrics import record_tokens
 from longtask.cost import CostLedger, TokenUsage
 from longtask.engine.names import STEPS_PROGRESS_SIGNAL as PROGRESS_SIGNAL
-from longtask.models import DocumentOutcome, ProgressEvent, StepResult
+from longtask.engine.names import TAKE_DOCUMENTS_UPDATE
+from longtask.models import (
+    DocumentOutcome,
+    ProgressEvent,
+    StepResult,
+    TakeDocuments,
+    TakenDocuments,
+)
 from longtask.policies import StepKind
 from longtask.progress import ProgressRecord, build_record
 
+# A batch waits this long at most for its task to hand it documents; a slower answer (a task
+# whose worker is gone) leaves the places empty, and the task hands the documents on later.
+TAKE_SECONDS = 30.0
 # A document that ended is signalled this soon (not at the usual cadence): its task refills its
 # window of documents in flight from these signals. At most this often per activity.
 DOCUMENT_ENDED_SIGNAL_SECONDS = 0.25
@@ -338,6 +348,22 @@ class ActivityPulse:
                 events = self._urgent + self._settled + changed
                 if events:
                     self._send_progress(events)
+
+    async def take(self, ask: TakeDocuments) -> TakenDocuments | None:
+        """The task's answer to a batch's take: documents for its free places (none once the
+        task says so) and those it has; None when it could not be asked or did not answer
+        (the batch then runs out what it has, and hands its ended documents over later)."""
+        if self._workflow_id is None:
+            return None
+        handle = self._client.get_workflow_handle(self._workflow_id)
+        try:
+            return await asyncio.wait_for(
+                handle.execute_update(TAKE_DOCUMENTS_UPDATE, ask, result_type=TakenDocuments),
+                timeout=TAKE_SECONDS,
+            )
+        except Exception as error:  # a closed task, an RPC failure, no answer in time
+            activity.logger.info("batch %d takes no more documents: %s", ask.batch, error)
+            return None
 
     def _send_progress(self, events: list[ProgressEvent]) -> None:
         if self._workflow_id is None:

@@ -205,6 +205,11 @@ class BatchRequest(BaseModel):
     # Step results and cut streams of an earlier run, keyed by ``step_key(path, step)``.
     done: dict[str, list[str]] = Field(default_factory=dict)
     partials: dict[str, str] = Field(default_factory=dict)
+    # Set when the batch takes more documents from its task as its own end (workflows/
+    # document_task.py, ``take_documents``): at most ``places`` of them side by side, at most
+    # ``most`` in all. Unset: every document of ``documents`` at once, and no more.
+    places: int | None = Field(None, ge=1)
+    most: int | None = Field(None, ge=1)
 
 
 class DocumentOutcome(BaseModel):
@@ -217,6 +222,27 @@ class DocumentOutcome(BaseModel):
     error: str = ""
     error_type: str = ""
     steps: list[StepResult] = Field(default_factory=list)
+
+
+class TakeDocuments(BaseModel):
+    """A running batch hands its task the documents it ended since it last asked and asks
+    for ``want`` more for its free places, or (``again``, a new attempt of the batch) for
+    those it took before and has not ended."""
+
+    batch: int
+    want: int = Field(0, ge=0)
+    again: bool = False
+    ended: list[DocumentOutcome] = Field(default_factory=list)
+
+
+class TakenDocuments(BaseModel):
+    """Documents handed to a batch, with what an earlier run of the task finished of them;
+    ``ended``: documents of the batch the task already has (a new attempt skips them)."""
+
+    documents: list[DocumentRef] = Field(default_factory=list)
+    done: dict[str, list[str]] = Field(default_factory=dict)
+    partials: dict[str, str] = Field(default_factory=dict)
+    ended: list[int] = Field(default_factory=list)
 
 
 class BatchResult(BaseModel):

@@ -24,6 +24,10 @@ tests/test_replay.py replays every file here. The committed ones came from:
     python -m tests.record_history no-usable-document /tmp/empty.md
     python -m tests.record_history cancelled-mid-batch examples/ --cancel-mid-batch
     python -m tests.record_history calls-retry examples/ --fail-once 500:gpt-4.1
+    python -m longtask.tooling.corpus /tmp/corpus40 --count 40
+    LTM_DOCUMENT_CONCURRENCY=8 LTM_BATCH_DOCUMENTS=4 LTM_CALL_CONCURRENCY=4 \
+        python -m tests.record_history batches-take-documents /tmp/corpus40 \
+        --fail-once 500:gpt-4.1:streamed      # two CPU-bound processes beside it
 
 (examples-completed.json predates batches: one activity per step.)
 """
@@ -156,8 +160,12 @@ async def record(
             }
         )
         if fault is not None:
-            status, model = fault.split(":", 1)
-            llm.add({"type": "fail", "status": int(status), "times": 1, "match": {"model": model}})
+            status, model, *streamed = fault.split(":")
+            match: dict[str, Any] = {"model": model}
+            if streamed == ["streamed"]:
+                # A streamed call: a step of a batch, not the check of the models.
+                match["stream"] = True
+            llm.add({"type": "fail", "status": int(status), "times": 1, "match": match})
         if cancel:
             # One batch at a time, the others waiting their turn; its reasoning call held.
             settings = settings.model_copy(
@@ -201,7 +209,11 @@ async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("name", help="file name under tests/histories/, without .json")
     parser.add_argument("paths", nargs="+", help="documents or folders for the task")
-    parser.add_argument("--fail-once", metavar="STATUS:MODEL", help="e.g. 500:gpt-4.1")
+    parser.add_argument(
+        "--fail-once",
+        metavar="STATUS:MODEL[:streamed]",
+        help="e.g. 500:gpt-4.1 (:streamed: a batch's streamed call, not the model check)",
+    )
     parser.add_argument("--from-env", action="store_true", help="use the LTM_* stack")
     parser.add_argument(
         "--cancel-mid-batch",

@@ -22,6 +22,7 @@ from tests.tasks import start
 from workflows.document_task import DocumentTaskWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
+ACCEPTED = "workflowExecutionUpdateAcceptedEventAttributes"
 
 
 def replayer(payloads: Path | None = None) -> Replayer:
@@ -47,7 +48,11 @@ def committed() -> list[Path]:
 
 
 def load(path: Path) -> WorkflowHistory:
-    return WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
+    """A committed history under the workflow id it ran with: the task checks its task id
+    against it (patch ``task-id-checked``)."""
+    recorded = json.loads(path.read_text())
+    started = recorded["events"][0]["workflowExecutionStartedEventAttributes"]
+    return WorkflowHistory.from_json(started.get("workflowId", path.stem), recorded)
 
 
 @pytest.mark.parametrize("path", committed(), ids=lambda path: path.stem)
@@ -69,8 +74,8 @@ def patches_of(events: list[dict[str, Any]]) -> set[str]:
 
 def test_committed_histories_cover_each_path_of_the_workflow() -> None:
     """Recorded with tests/record_history.py: before batches, batches, a retried batch, a
-    failed document, a task with no usable document, a task cancelled mid-batch, and batches
-    retried until their calls' own attempts are used up."""
+    failed document, a task with no usable document, a task cancelled mid-batch, batches
+    retried until their calls' own attempts are used up, and batches that take documents."""
     histories = {path.stem: json.loads(path.read_text())["events"] for path in committed()}
     activities = {
         name: {
@@ -106,6 +111,15 @@ def test_committed_histories_cover_each_path_of_the_workflow() -> None:
     assert "batches-fail-by-call-attempts" in patches_of(histories["calls-retry"])
     assert "batches-fail-by-call-attempts" not in patches_of(histories["examples-retry"])
     assert ends["calls-retry"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
+    # Batches that take documents as places free, one of them retried: its new attempt asked
+    # for the documents it had taken.
+    taking = histories["batches-take-documents"]
+    assert "batches-take-documents" in patches_of(taking)
+    inputs = [event[ACCEPTED]["acceptedRequest"]["input"] for event in taking if ACCEPTED in event]
+    asked = [json.loads(base64.b64decode(i["args"]["payloads"][0]["data"])) for i in inputs]
+    assert any(ask["want"] > 0 for ask in asked)
+    assert any(ask["again"] for ask in asked)
+    assert ends["batches-take-documents"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
 
 
 def test_committed_histories_hold_no_api_key() -> None:

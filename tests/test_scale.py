@@ -15,12 +15,14 @@ from temporalio.worker import Worker
 
 from longtask.client import TaskClient
 from longtask.cost import TaskBudget
+from longtask.engine.names import TAKE_DOCUMENTS_UPDATE
 from longtask.models import TaskResult
 from longtask.settings import Settings
 from longtask.states import TaskState
 from longtask.tooling.corpus import write_corpus
 from longtask.tooling.servers import LlmServer
 from tests.tasks import read_json, read_text, start
+from workflows.document_task import TAKEN_PER_PLACE
 
 CALLS_PER_DOCUMENT = 4  # one embedding batch, one page summary, reasoning, report
 
@@ -50,15 +52,20 @@ async def test_a_few_hundred_documents_fan_out_in_batches(
         if e.HasField("activity_task_scheduled_event_attributes")
         and e.activity_task_scheduled_event_attributes.activity_type.name == "process_documents"
     ]
-    # Full batches, and smaller ones as documents end and free their places (a quarter of a
-    # batch at least).
-    fewest, most = (
-        -(-documents // task.batch_documents),
-        -(-documents // (task.batch_documents // 4)),
-    )
-    assert fewest <= len(batches) <= most
-    # Far inside Temporal's limits (51,200 events): a few events per batch.
-    assert len(history.events) < 40 * len(batches)
+    takes = [
+        e
+        for e in history.events
+        if e.HasField("workflow_execution_update_accepted_event_attributes")
+        and e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
+        == TAKE_DOCUMENTS_UPDATE
+    ]
+    # A batch takes the next documents as its places free (up to TAKEN_PER_PLACE times its
+    # places), so fewer batches run than the documents fill at one batch each.
+    assert takes
+    fewest = -(-documents // (task.batch_documents * TAKEN_PER_PLACE))
+    assert fewest <= len(batches) < -(-documents // task.batch_documents)
+    # Far inside Temporal's limits (51,200 events): a few events per document.
+    assert len(history.events) < 4 * documents
 
     # The checkpoint names finished documents as ranges: a few bytes for all of them.
     latest = await read_text(redis, f"task:{task.task_id}:latest")

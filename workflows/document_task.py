@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio import workflow
@@ -28,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         LOAD_DOCUMENTS,
         LOAD_RESUME_STATE,
         PATCH_BATCHES_FAIL_BY_CALL_ATTEMPTS,
+        PATCH_BATCHES_TAKE_DOCUMENTS,
         PATCH_CANCEL_WAITS_FOR_BATCHES,
         PATCH_CHECKPOINT_SINK,
         PATCH_DOCUMENT_BATCHES,
@@ -40,17 +42,21 @@ with workflow.unsafe.imports_passed_through():
         STATUS_QUERY,
         STEPS_PROGRESS_SIGNAL,
         STOP_TASK_KINDS,
+        TAKE_DOCUMENTS_UPDATE,
     )
     from longtask.engine.task_engine import TaskEngine
     from longtask.models import (
         BatchRequest,
         BatchResult,
+        DocumentOutcome,
         DocumentRef,
         LoadRequest,
         ModelCheckResult,
         ProgressEvent,
         ResumeRequest,
         ResumeState,
+        TakeDocuments,
+        TakenDocuments,
         TaskInput,
         TaskResult,
         TaskStatus,
@@ -67,6 +73,27 @@ with workflow.unsafe.imports_passed_through():
 # Batches a task keeps in flight at least when it has documents enough, so a small task's
 # documents still run side by side.
 MIN_BATCHES_IN_FLIGHT = 4
+# A batch that takes documents as its places free takes at most this many times its places in
+# all: its heartbeat details carry every document it ended, and its timeout is counted for them.
+TAKEN_PER_PLACE = 4
+
+
+@dataclass
+class _BatchOut:
+    """A running batch of a task whose batches take documents: its places, every document it
+    was handed, and those it took after it started (a new attempt asks for those again)."""
+
+    places: int
+    most: int
+    documents: list[DocumentRef] = field(default_factory=list)
+    taken: list[DocumentRef] = field(default_factory=list)
+
+
+async def _cancelled(running: list[asyncio.Task[None]]) -> None:
+    """The task is cancelled: its running batches answer with what they finished."""
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
 
 
 def _check_task_id(task_id: str) -> None:
@@ -93,6 +120,9 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
         self._paused = self._book.machine.state is TaskState.PAUSED
         self._slots = asyncio.Semaphore(task.document_concurrency)
         self._rolling_over = False
+        # Documents not handed to a batch yet, and the running batches that take more.
+        self._waiting: list[DocumentRef] = []
+        self._out: dict[int, _BatchOut] = {}
         # Set when a failure dooms every document alike (a refused API key): stop at once.
         self._stop_reason: str | None = None
         # Set when the budget is reached: no new batch starts, those in flight finish.
@@ -227,7 +257,10 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
                 continue
             todo.append(document)
         if workflow.patched(PATCH_DOCUMENTS_WINDOW):
-            await self._roll(todo)
+            if workflow.patched(PATCH_BATCHES_TAKE_DOCUMENTS):
+                await self._roll_taking(todo)
+            else:
+                await self._roll(todo)
             return
         batches = self._batches(todo)
         size = len(batches[0]) if batches else 1
@@ -268,18 +301,124 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
                 batch, waiting = waiting[:take], waiting[take:]
                 running.append(asyncio.create_task(self._rolling_batch(len(running), batch)))
         except asyncio.CancelledError:
-            # The task is cancelled: its running batches answer with what they finished.
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            await _cancelled(running)
             raise
+        await self._all_ended(running, bool(waiting))
+
+    async def _roll_taking(self, documents: list[DocumentRef]) -> None:
+        """Keep ``document_concurrency`` documents in flight; each batch takes its next
+        document from the task the moment one of its places frees (``take_documents``).
+
+        A place of a batch that waited for the task to start a new batch stood idle for the
+        signal, the workflow task and the new activity's start: about a fifth of a document's
+        time at 200 ms answers. Taken by the batch itself it idles for one update. New
+        batches start only on places no batch holds: at the start, after a batch ended.
+        """
+        size = len(self._batches(documents)[0]) if documents else 1
+        least = max(1, size // 4)
+        self._waiting = list(documents)
+        running: list[asyncio.Task[None]] = []
+
+        def next_move() -> bool:
+            if self._halted() or (not self._waiting and not self._out):
+                return True
+            return bool(self._waiting) and self._free_in_window() >= min(least, len(self._waiting))
+
+        try:
+            while True:
+                await workflow.wait_condition(next_move)
+                if self._halted() or (not self._waiting and not self._out):
+                    break
+                places = min(self._free_in_window(), size, len(self._waiting))
+                # A fair share of what is left at most: batches near the end stay short.
+                spread = max(1, self._task.document_concurrency // size)
+                share = -(-len(self._waiting) // spread)
+                most = max(places, min(places * TAKEN_PER_PLACE, share))
+                batch, self._waiting = self._waiting[:places], self._waiting[places:]
+                number = len(running)
+                self._out[number] = _BatchOut(places=places, most=most, documents=list(batch))
+                running.append(asyncio.create_task(self._taking_batch(number)))
+        except asyncio.CancelledError:
+            await _cancelled(running)
+            raise
+        await self._all_ended(running, bool(self._waiting))
+
+    async def _all_ended(self, running: list[asyncio.Task[None]], left: bool) -> None:
+        """Wait for every batch; documents ``left`` by a long history go to a fresh run."""
         ended = await asyncio.gather(*running, return_exceptions=True)
-        if waiting and self._halted() and not self._stopped():
-            # A long history: the documents not started go to a fresh run.
+        if left and self._halted() and not self._stopped():
             self._rolling_over = True
         for outcome in ended:
             if isinstance(outcome, BaseException):
                 raise outcome
+
+    async def _taking_batch(self, number: int) -> None:
+        out = self._out[number]
+        try:
+            await self._batch(number, out.documents, asyncio.Semaphore(1), out)
+        finally:
+            del self._out[number]
+            # Documents handed over and not ended (an answer to a take that never reached the
+            # batch, or taken after the batch stopped) wait for another batch.
+            back = [d for d in out.documents if d.index not in self._book.reports]
+            if back and not self._stopped():
+                for document in back:
+                    self._book.document_put_back(document.index)
+                self._waiting = back + self._waiting
+
+    def _free_in_window(self) -> int:
+        """Places no running batch holds: a batch holds its places while it has documents
+        that no progress signal or answer has shown ended."""
+        busy = 0
+        for out in self._out.values():
+            left = sum(1 for d in out.documents if not self._ended(d.index))
+            busy += min(out.places, left)
+        return self._task.document_concurrency - busy
+
+    @workflow.update(name=TAKE_DOCUMENTS_UPDATE)
+    def take_documents(self, ask: TakeDocuments) -> TakenDocuments:
+        """Book the documents a running batch ended, then hand it ``want`` more from those
+        waiting, unless the task is paused, stopping or handing over to a fresh run (then
+        none, and the batch runs out); on a new attempt of the batch (``again``), those it
+        took and did not end, and which of its documents the task already has."""
+        out = self._out.get(ask.batch)
+        if out is None:
+            return TakenDocuments()
+        self._book_ended(out, ask.ended)
+        if ask.again:
+            given = [d for d in out.taken if d.index not in self._book.reports]
+        elif self._paused or self._halted() or not self._waiting:
+            given = []
+        else:
+            count = min(ask.want, len(self._waiting), out.most - len(out.documents))
+            given, self._waiting = self._waiting[:count], self._waiting[count:]
+            for document in given:
+                self._book.document_started(document.index)
+            out.documents.extend(given)
+            out.taken.extend(given)
+            if given:
+                self._mark_dirty()
+        keys = [step_key(d.path, kind) for d in given for kind in StepKind]
+        earlier = self._book.resume
+        return TakenDocuments(
+            documents=given,
+            done={k: earlier.results[k] for k in keys if k in earlier.results},
+            partials={k: earlier.partials[k] for k in keys if k in earlier.partials},
+            ended=[d.index for d in out.documents if d.index in self._book.reports],
+        )
+
+    def _book_ended(self, out: _BatchOut, ended: list[DocumentOutcome]) -> None:
+        """Book how documents of a running batch ended, each once (an answer the batch never
+        got makes it hand them over again, with its next take or its result)."""
+        mine = {document.index: document for document in out.documents}
+        fresh = [o for o in ended if o.index in mine and o.index not in self._book.reports]
+        if not fresh:
+            return
+        now = workflow.now()
+        for outcome in fresh:
+            self._book.document_outcome(mine[outcome.index], outcome, now)
+        self._check_budget()
+        self._mark_dirty()
 
     async def _rolling_batch(self, number: int, documents: list[DocumentRef]) -> None:
         indexes = {document.index for document in documents}
@@ -297,6 +436,9 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
         no progress signal has shown done yet."""
         busy = sum(1 for index in self._flying if not self._reported(index))
         return self._task.document_concurrency - busy
+
+    def _ended(self, index: int) -> bool:
+        return index in self._book.reports or self._reported(index)
 
     def _reported(self, index: int) -> bool:
         node = step_node(self._book.tree, self._book.documents[index], StepKind.REPORT)
@@ -321,10 +463,11 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
         size = max(1, min(spread, task.batch_documents, task.document_concurrency))
         return [documents[i : i + size] for i in range(0, len(documents), size)]
 
-    def _batch_timeouts(self, documents: list[DocumentRef]) -> StepTimeouts:
-        """Room for every step of every document, one step kind after another."""
+    def _batch_timeouts(self, documents: list[DocumentRef], share: float = 1) -> StepTimeouts:
+        """Room for every step of every document, one step kind after another; ``share``
+        times that for a batch that takes more documents than it starts with."""
         task = self._task
-        seconds = sum(
+        seconds = share * sum(
             StepTimeouts.for_step(
                 task.policy,
                 kind,
@@ -339,8 +482,13 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
         )
 
     async def _batch(
-        self, number: int, documents: list[DocumentRef], window: asyncio.Semaphore
+        self,
+        number: int,
+        documents: list[DocumentRef],
+        window: asyncio.Semaphore,
+        out: _BatchOut | None = None,
     ) -> None:
+        """Run ``documents`` as one activity; ``out``: the batch takes more as places free."""
         async with window:
             await workflow.wait_condition(lambda: not self._paused)
             if self._budget_reason is not None or self._stop_reason is not None:
@@ -362,11 +510,17 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
                 call_concurrency=self._task.call_concurrency,
                 done={k: earlier.results[k] for k in keys if k in earlier.results},
                 partials={k: earlier.partials[k] for k in keys if k in earlier.partials},
+                places=out.places if out else None,
+                most=out.most if out else None,
             )
-            timeouts = self._batch_timeouts(documents)
+            # Room for every document the batch may take, each as long as its first ones.
+            share = out.most / len(documents) if out else 1
+            timeouts = self._batch_timeouts(documents, share)
             calls = sum(document.calls(kind) for document in documents for kind in StepKind)
             first, last = documents[0].name, documents[-1].name
             summary = f"batch {number + 1}: {len(documents)} document(s) ({first} .. {last}), "
+            if out is not None:
+                summary += f"taking up to {out.most} as places free, {out.places} at a time; "
             retry = self._task.policy.retry_policy()
             if workflow.patched(PATCH_BATCHES_FAIL_BY_CALL_ATTEMPTS):
                 # Lost workers no longer use up a batch's attempts; its calls' own do.
@@ -388,9 +542,13 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
                     summary=summary,
                 )
             except ActivityError as error:
+                documents = out.documents if out else documents
                 message, _kind, _stats = failure_of(error)
                 now = workflow.now()
                 cut = cut_of(error)
+                if cut is not None and out is not None:
+                    self._book_ended(out, cut.outcomes)
+                    cut = cut.model_copy(update={"outcomes": []})
                 if cut is not None:
                     # The tokens its steps paid count, failed or not.
                     self._book.batch_ended(documents, cut, now)
@@ -403,6 +561,10 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
                 self._mark_dirty()
                 return
             # A batch cut by the task's cancel answers too, with what it had finished.
+            if out is not None:
+                self._book_ended(out, result.outcomes)
+                result = result.model_copy(update={"outcomes": []})
+                documents = out.documents
             self._book.batch_ended(documents, result, workflow.now())
             self._check_budget()
             self._mark_dirty()

@@ -169,6 +169,10 @@ class TaskBook:
     def document_started(self, index: int) -> None:
         self.in_flight.add(index)
 
+    def document_put_back(self, index: int) -> None:
+        """A document handed to a batch that ended without it: it waits again."""
+        self.in_flight.discard(index)
+
     def _ended(self, index: int) -> None:
         self.in_flight.discard(index)
         node = self.tree.children[index]

@@ -23,6 +23,8 @@ STEPS_PROGRESS_SIGNAL = "steps_progress"
 STEP_PROGRESS_SIGNAL = "step_progress"
 # A long task's model or embedding call retries after a provider failure (not a lost worker).
 CALL_RETRYING_SIGNAL = "call_retrying"
+# A running batch of the document task asks its task for the next documents as places free.
+TAKE_DOCUMENTS_UPDATE = "take_documents"
 
 # Activities of every task.
 WRITE_CHECKPOINT = "write_checkpoint"
@@ -70,6 +72,9 @@ PATCH_BATCHES_FAIL_BY_CALL_ATTEMPTS = "batches-fail-by-call-attempts"
 # their batch), not as whole batches end; small tasks fill a batch before they spread.
 PATCH_DOCUMENTS_WINDOW = "documents-window"
 PATCH_SMALL_TASKS_FILL_BATCHES = "small-tasks-fill-batches"
+# A batch takes its next document from its task the moment one of its places frees (an update),
+# instead of the task starting a new batch once a signal said a document ended.
+PATCH_BATCHES_TAKE_DOCUMENTS = "batches-take-documents"
 # Long tasks: checkpoints on the engine's cadence (each change, 10 steps, 30 s) with search
 # attributes, instead of one checkpoint per change and search attributes on transitions only.
 PATCH_LONG_TASK_CADENCE = "long-task-cadence"

@@ -30,6 +30,7 @@ from activities.reporting import ActivityHeartbeat
 from longtask.connections import connect_named_redis, connect_redis
 from longtask.engine.names import PROCESS_DOCUMENTS, WORKER_LOST
 from longtask.models import TaskResult
+from longtask.policies import TimeoutPolicy
 from longtask.settings import Settings
 from longtask.states import TaskState
 from longtask.tooling.servers import LlmServer, RedisServer
@@ -258,3 +259,11 @@ async def test_a_stale_token_is_harmless(
     assert not await redis.exists(activities_key("gone"))
     assert not await redis.hexists(WORKERS_KEY, "gone")
     assert (await handle.result()).state is TaskState.COMPLETED
+
+
+def test_every_retry_policy_retries_a_lost_worker() -> None:
+    """WORKER_LOST is retried like a heartbeat timeout: no policy of the product stops on it."""
+    policy = TimeoutPolicy()
+    for retry in (policy.retry_policy(), policy.calls_retry_policy()):
+        assert WORKER_LOST not in (retry.non_retryable_error_types or [])
+    assert policy.calls_retry_policy().maximum_attempts == 0

@@ -9,11 +9,10 @@ import contextlib
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from redis.asyncio import Redis
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowHandle
@@ -155,14 +154,6 @@ async def test_sigkill_hands_the_batch_over_as_worker_lost_with_its_heartbeat(
     assert 0 <= asked_again <= made - held
     status = await wait_for_status(handle, lambda s: s.state is TaskState.COMPLETED)
     assert all(stats.errors == stats.timeouts == 0 for stats in status.calls.values())
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.directory.mkdir()
-    with server:
-        yield server
 
 
 async def test_a_redis_restart_hands_no_live_step_over(

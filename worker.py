@@ -26,13 +26,15 @@ from activities.backpressure import LoopPressure
 from activities.batch import DocumentBatches
 from activities.checkpoint_sink import CheckpointSink, serving
 from activities.documents import DocumentLoader
+from activities.liveness import RegisteringInterceptor
+from activities.liveness_watch import LivenessMonitor
 from activities.mirror import MirrorActivities
 from activities.model_check import ModelChecker
 from activities.provider import make_client
 from activities.rate_limits import SharedRateLimiter
 from activities.report_files import ReportStore
 from activities.steps import DocumentSteps
-from longtask.connections import connect_redis, connect_temporal
+from longtask.connections import connect_named_redis, connect_redis, connect_temporal
 from longtask.process_exit import exit_now
 from longtask.retention import keep_pruning
 from longtask.settings import Settings, SettingsError, load_settings
@@ -106,9 +108,28 @@ def build_worker(
         plugins=[
             SimplePlugin(
                 "ltm-checkpoint-sink", run_context=lambda: serving(settings.task_queue, sink)
-            )
+            ),
+            *dead_worker_detector(client, settings),
         ],
     )
+
+
+def dead_worker_detector(client: Client, settings: Settings) -> list[SimplePlugin]:
+    """Registers this worker's running activities in Redis and watches the other workers':
+    a worker killed outright has its steps retried elsewhere within a fraction of a second,
+    the heartbeat timeout staying the fallback (activities/liveness_watch.py)."""
+    if not settings.detect_dead_workers:
+        return []
+    monitor = LivenessMonitor(
+        lambda name: connect_named_redis(settings, name), client, client.identity
+    )
+    return [
+        SimplePlugin(
+            "ltm-dead-worker-detector",
+            interceptors=[RegisteringInterceptor(monitor.registry)],
+            run_context=monitor.running,
+        )
+    ]
 
 
 def serve_metrics(port: int) -> None:

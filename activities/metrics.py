@@ -88,3 +88,15 @@ def record_step(step: str, status: str) -> None:
 
 def record_document(status: str) -> None:
     DOCUMENTS.labels(status).inc()
+
+
+WORKER_LOST_ATTEMPTS = Counter(
+    "ltm_worker_lost_attempts",
+    "Attempts of dead workers this worker handed over, by result: failed for a retry "
+    "elsewhere, stale (it had ended already) or error (left to the heartbeat timeout).",
+    ["result"],
+)
+
+
+def record_worker_lost(result: str) -> None:
+    WORKER_LOST_ATTEMPTS.labels(result).inc()

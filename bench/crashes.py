@@ -2,6 +2,7 @@
 
   python -m bench.crashes              # 20 SIGKILLs, 5 SIGTERM hand-overs, 100 documents
   python -m bench.crashes --kills 40 --documents 96
+  python -m bench.crashes --no-detector   # the heartbeat timeout alone finds dead workers
 
 One embedded stack (the LLM server as `make up` runs it: 200 ms latency, 20 ms between streamed
 chunks). Three workers, two of them idle: the task keeps one batch in flight (document and batch
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.api.enums.v1 import PendingActivityState, TimeoutType
 from temporalio.client import Client, WorkflowHandle
 
 from bench.bare_loop import BareLoopFigures, default_route, run_bare_loop
@@ -57,6 +58,7 @@ from bench.harness import (
 )
 from bench.server_bill import ServerBill, bill, forget_requests, server_requests
 from longtask.connections import connect_temporal
+from longtask.engine.names import WORKER_LOST
 from longtask.models import TaskResult
 from longtask.settings import Settings
 from longtask.states import TERMINAL_STATES, TaskState
@@ -70,6 +72,7 @@ DOCUMENTS_IN_FLIGHT = 4
 LONGEST_WORK_BETWEEN_KILLS = 2.5
 RECOVERY_LIMIT_SECONDS = 60.0
 BATCH_ACTIVITY = "process_documents"
+HEARTBEAT = TimeoutType.TIMEOUT_TYPE_HEARTBEAT
 # Workers beside the busy one: after a kill one takes over at once while a new one starts.
 STANDBYS = 2
 
@@ -81,8 +84,15 @@ class CrashFigures(BaseModel):
     heartbeat_timeout_seconds: float
     # CPU-bound processes run beside the stack for the whole measurement.
     load_processes: int = 0
-    # Steps the server took from a live worker (a heartbeat missed while alive), all runs.
+    # Steps the server took from a live worker (a heartbeat missed while alive, or a live
+    # worker's attempt failed as lost), all runs.
     live_steps_taken: int = 0
+    # Whether the workers ran the dead-worker detector (activities/liveness_watch.py), and how
+    # each killed batch's attempt ended: failed as WORKER_LOST by another worker, or by the
+    # heartbeat timeout (its fallback).
+    dead_worker_detector: bool = False
+    detector_handovers: int = 0
+    heartbeat_timeout_handovers: int = 0
     crash_free_seconds: float
     recovery_seconds: dict[str, float]
     handover_seconds: dict[str, float]
@@ -121,9 +131,11 @@ async def running_batch(handle: WorkflowHandle[object, TaskResult]) -> tuple[str
 
 async def resumed_at(
     handle: WorkflowHandle[object, TaskResult], batch: tuple[str, int, int]
-) -> float | None:
+) -> tuple[float, str] | None:
     """When (wall clock) the signalled worker's batch began its next attempt on another
-    worker; None while it has not, 0.0 if it is pending no more (it ended before the signal)."""
+    worker, and what ended the attempt before (a failure type, ``heartbeat`` for the heartbeat
+    timeout); None while it has not, (0.0, "") if it is pending no more (it ended before the
+    signal)."""
     activity_id, attempt, pid = batch
     described = await handle.describe()
     for pending in described.raw_description.pending_activities:
@@ -132,9 +144,19 @@ async def resumed_at(
         started = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
         elsewhere = pid_of(pending.last_worker_identity) not in (None, pid)
         if started and pending.attempt > attempt and elsewhere:
-            return pending.last_started_time.ToDatetime(tzinfo=UTC).timestamp()
+            moment = pending.last_started_time.ToDatetime(tzinfo=UTC).timestamp()
+            return moment, ended_by(pending.last_failure)
         return None
-    return 0.0
+    return 0.0, ""
+
+
+def ended_by(failure: Any) -> str:
+    """What ended an attempt: its failure type, or ``heartbeat`` for a heartbeat timeout."""
+    if failure.HasField("timeout_failure_info"):
+        return "heartbeat" if failure.timeout_failure_info.timeout_type == HEARTBEAT else "timeout"
+    if failure.HasField("application_failure_info"):
+        return str(failure.application_failure_info.type)
+    return ""
 
 
 def first_requests_after(
@@ -159,14 +181,15 @@ async def _interrupt(
     handle: WorkflowHandle[object, TaskResult],
     how: signal.Signals,
     pause: Callable[[], float],
-) -> tuple[float, float, float] | None:
+) -> tuple[float, float, float, str] | None:
     """Signal the worker running a batch after a random stretch of work; start a new worker.
 
     Returns (the signal's moment and the moment the batch resumed elsewhere, both on the
-    monotonic clock, and the share of steps done at the signal), or None when the task ended
-    first. Returns once a live worker has started the batch again: asking the server is cheap,
-    while reading the LLM server's log in a loop would load the machine under measurement; the
-    first resumed request comes from that log once, at the end.
+    monotonic clock, the share of steps done at the signal, and what ended the signalled
+    attempt), or None when the task ended first. Returns once a live worker has started the
+    batch again: asking the server is cheap, while reading the LLM server's log in a loop
+    would load the machine under measurement; the first resumed request comes from that log
+    once, at the end.
     """
     await asyncio.sleep(pause())
     # A standby polls beside the busy worker, as in a deployment kept at strength: a recovery
@@ -187,17 +210,18 @@ async def _interrupt(
     process.process.send_signal(how)
     workers.forget(process)
     workers.start()
-    resumed: list[float] = []
+    resumed: list[tuple[float, str]] = []
 
     async def taken_over() -> bool:
-        moment = await resumed_at(handle, batch)
-        if moment is not None:
-            resumed.append(moment - wall_offset if moment else signalled_at)
-        return moment is not None
+        found = await resumed_at(handle, batch)
+        if found is not None:
+            moment, ended = found
+            resumed.append((moment - wall_offset if moment else signalled_at, ended))
+        return found is not None
 
     await wait_until(taken_over, RECOVERY_LIMIT_SECONDS, f"a new worker after {how.name}")
     await asyncio.to_thread(process.process.wait, 60)
-    return signalled_at, resumed[0], done
+    return signalled_at, resumed[0][0], done, resumed[0][1]
 
 
 async def _run_with_interrupts(
@@ -209,17 +233,20 @@ async def _run_with_interrupts(
     count: int,
     how: signal.Signals,
     pause: Callable[[], float],
-) -> tuple[list[float], list[float]]:
-    """Seconds from each signal to the first resumed request, and the share done at each."""
+) -> tuple[list[float], list[float], list[str]]:
+    """Seconds from each signal to the first resumed request, the share done at each, and
+    what ended each signalled attempt."""
     _, handle = await start_job(client, settings, folder, task_id)
     moments: list[tuple[float, float]] = []
     points: list[float] = []
+    endings: list[str] = []
     for _ in range(count):
         measured = await _interrupt(workers, handle, how, pause)
         if measured is None:
             break
         moments.append(measured[:2])
         points.append(measured[2])
+        endings.append(measured[3])
     result = await handle.result()
     if result.state is not TaskState.COMPLETED:
         raise RuntimeError(f"{task_id} ended {result.state.value}: {result.reason}")
@@ -227,7 +254,7 @@ async def _run_with_interrupts(
         raise RuntimeError(
             f"{task_id} ended after {len(moments)} of {count} {how.name}s: give it more documents"
         )
-    return first_requests_after(server_requests(settings), moments), points
+    return first_requests_after(server_requests(settings), moments), points, endings
 
 
 async def _scratch_runs(
@@ -254,7 +281,9 @@ async def _scratch_runs(
     return bill(server_requests(settings)), lost
 
 
-def bench_settings(folder: Path, documents: int, heartbeat_timeout: float | None) -> Settings:
+def bench_settings(
+    folder: Path, documents: int, heartbeat_timeout: float | None, detector: bool = True
+) -> Settings:
     """The LLM server as `make up` runs it; one batch of documents in flight per task.
 
     A task cuts a small job into at least four batches; the window is set to one such batch,
@@ -267,6 +296,7 @@ def bench_settings(folder: Path, documents: int, heartbeat_timeout: float | None
         chunk_delay_ms=20,
         document_concurrency=in_flight,
         batch_documents=in_flight,
+        detect_dead_workers=detector,
         **tuned,
     )
 
@@ -296,12 +326,12 @@ async def measure(
             return rng.uniform(longest / 5, longest)
 
         forget_requests(settings)
-        recoveries, points = await _run_with_interrupts(
+        recoveries, points, endings = await _run_with_interrupts(
             settings, client, workers, corpus, "crashes", kills, signal.SIGKILL, pause
         )
         with_crashes = bill(server_requests(settings))
 
-        handover_times, _ = await _run_with_interrupts(
+        handover_times, _, _ = await _run_with_interrupts(
             settings, client, workers, corpus, "handovers", handovers, signal.SIGTERM, pause
         )
         workers.stop_all()
@@ -317,6 +347,9 @@ async def measure(
         handovers=len(handover_times),
         heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
         live_steps_taken=taken,
+        dead_worker_detector=settings.detect_dead_workers,
+        detector_handovers=endings.count(WORKER_LOST),
+        heartbeat_timeout_handovers=endings.count("heartbeat"),
         crash_free_seconds=round(crash_free_seconds, 1),
         recovery_seconds=recovery,
         handover_seconds=summary(handover_times),
@@ -352,12 +385,16 @@ def report(figures: CrashFigures) -> str:
             f"crashes: {figures.documents} documents, heartbeat timeout "
             f"{figures.heartbeat_timeout_seconds:g} s, "
             f"crash-free run {figures.crash_free_seconds} s, "
-            f"{figures.load_processes} CPU-bound process(es) beside the stack",
+            f"{figures.load_processes} CPU-bound process(es) beside the stack, dead-worker "
+            f"detector {'on' if figures.dead_worker_detector else 'off'}",
             f"  recovery after SIGKILL ({figures.kills} kills): median {r['median']:.2f} s, "
             f"p95 {r['p95']:.2f} s, mean {r['mean']:.2f} s (article: 4.2 s average)",
+            f"  killed attempts ended by the detector (WORKER_LOST): "
+            f"{figures.detector_handovers}, by the heartbeat timeout: "
+            f"{figures.heartbeat_timeout_handovers}",
             f"  hand-over after SIGTERM ({figures.handovers}): median {h['median']:.2f} s, "
             f"p95 {h['p95']:.2f} s",
-            f"  live steps handed over by mistake (heartbeat missed while alive): "
+            f"  live steps handed over by mistake (taken from a live worker): "
             f"{figures.live_steps_taken}",
             f"  restart from scratch loses {figures.scratch_lost_seconds['mean']:.2f} s of work "
             f"per crash on average: recovery/restart = {figures.recovery_vs_scratch_ratio:.2f}",
@@ -387,13 +424,20 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument(
         "--heartbeat-timeout", type=float, help="seconds (default: LTM_HEARTBEAT_TIMEOUT_SECONDS's)"
     )
+    root.add_argument(
+        "--no-detector",
+        action="store_true",
+        help="workers without the dead-worker detector: the heartbeat timeout alone",
+    )
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-crashes-") as folder:
-        settings = bench_settings(Path(folder) / "stack", args.documents, args.heartbeat_timeout)
+        settings = bench_settings(
+            Path(folder) / "stack", args.documents, args.heartbeat_timeout, not args.no_detector
+        )
         with cpu_load(args.load):
             figures = measure_on_stack(
                 "crashes",

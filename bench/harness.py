@@ -101,6 +101,7 @@ class Workers:
         self._env = {
             "LTM_REPORT_DIR": str(settings.report_folder()),
             "LTM_HEARTBEAT_TIMEOUT_SECONDS": str(settings.heartbeat_timeout_seconds),
+            "LTM_DETECT_DEAD_WORKERS": str(settings.detect_dead_workers).lower(),
             **(extra_env or {}),
         }
         self.running: list[WorkerProcess] = []

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from temporalio.client import Client
 from temporalio.service import TLSConfig
 
@@ -70,21 +70,35 @@ async def connect_temporal(settings: Settings) -> Client:
     )
 
 
-def connect_redis(settings: Settings) -> Redis:
-    """Redis at the URL (with its password, if any, or the embedded Redis's; rediss:// for
-    TLS, verified against LTM_REDIS_TLS_CA when set, else the system's CAs)."""
-    options: dict[str, Any] = {}
+def _redis_options(settings: Settings) -> dict[str, Any]:
+    """TLS, the password (the URL's, or the embedded Redis's) and bounded socket timeouts: a
+    slow or absent Redis must not hold up a task's workflow."""
+    options: dict[str, Any] = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
     if settings.redis_tls_ca is not None:
         options["ssl_ca_certs"] = str(settings.redis_tls_ca)
     # The embedded Redis of `make up` has a password of its own, kept in the state folder.
     password = embedded_password(settings)
     if password is not None:
         options["password"] = password
-    # Bounded socket timeouts: a slow or absent Redis must not hold up a task's workflow.
-    return Redis.from_url(
+    return options
+
+
+def connect_redis(settings: Settings) -> Redis:
+    """Redis at the URL (with its password, if any, or the embedded Redis's; rediss:// for
+    TLS, verified against LTM_REDIS_TLS_CA when set, else the system's CAs)."""
+    return Redis.from_url(settings.redis_url, decode_responses=True, **_redis_options(settings))
+
+
+def connect_named_redis(settings: Settings, name: str) -> Redis:
+    """One connection to Redis, named ``name`` (``CLIENT SETNAME``, sent again on every
+    reconnect), shared by every command and pipeline of the returned client: while the
+    process lives Redis lists it under that name, and it is gone once the process dies."""
+    pool = BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=1,
+        timeout=5,
         decode_responses=True,
-        socket_timeout=2.0,
-        socket_connect_timeout=2.0,
-        **options,
+        client_name=name,
+        **_redis_options(settings),
     )
+    return Redis.from_pool(pool)

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     # Detects a dead worker or a stuck event loop; recovery after SIGKILL takes about this long
     # plus the retry wait. Shorter means faster recovery and more heartbeat traffic.
     heartbeat_timeout_seconds: float = Field(2.0, gt=0.1, le=120)
+    # Workers watch each other through Redis: a worker killed outright closes its connection at
+    # once, and another worker fails its steps' attempts for a retry elsewhere, long before the
+    # heartbeat timeout (activities/liveness.py). Off: the heartbeat timeout alone.
+    detect_dead_workers: bool = True
     # A provider call silent this long, before its first chunk or between two, is hung and cut:
     # one limit for every task type (unset: the per-task-type limits below and built in).
     stall_timeout_seconds: float | None = Field(None, gt=0, le=600)

@@ -56,6 +56,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
 
 
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own, which it may stop and start again (empty, same port)."""
+    server = RedisServer(tmp_path / "redis")
+    server.directory.mkdir()
+    with server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def llm_server() -> Iterator[LlmServer]:
     with LlmServer() as server:

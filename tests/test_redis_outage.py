@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +22,6 @@ from longtask.tooling.live_view import query_status
 from longtask.tooling.servers import LlmServer, RedisServer
 from tests.tasks import read_json, read_list, read_text, start, wait_for_status, write_documents
 from worker import build_worker
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.directory.mkdir()
-    with server:
-        yield server
 
 
 @pytest.fixture

@@ -55,6 +55,9 @@ BAD_INPUT = "BAD_INPUT"
 TASK_FAILED = "TASK_FAILED"
 CHECKPOINT_NOT_FOUND = "CHECKPOINT_NOT_FOUND"
 WORKER_SHUTDOWN = "WORKER_SHUTDOWN"
+# An attempt another worker failed on behalf of its worker, found dead by its closed Redis
+# connection (activities/liveness.py): retried at once elsewhere, like a heartbeat timeout.
+WORKER_LOST = "WORKER_LOST"
 INVALID_TOOL_ARGUMENTS = "INVALID_TOOL_ARGUMENTS"
 # STOP_TASK_KINDS (from longtask.policies): a failure that dooms every step alike (a refused
 # key); the task stops at the first one.

@@ -34,7 +34,12 @@ from activities.provider import make_client
 from activities.rate_limits import SharedRateLimiter
 from activities.report_files import ReportStore
 from activities.steps import DocumentSteps
-from longtask.connections import connect_named_redis, connect_redis, connect_temporal
+from longtask.connections import (
+    connect_named_redis,
+    connect_redis,
+    connect_redis_sync,
+    connect_temporal,
+)
 from longtask.process_exit import exit_now
 from longtask.retention import keep_pruning
 from longtask.settings import Settings, SettingsError, load_settings
@@ -81,7 +86,8 @@ def build_worker(
     loader = DocumentLoader(reports)
     checker = ModelChecker(llm, settings.llm_api_key.get_secret_value())
     mirror = MirrorActivities(redis, settings.mirror_messages)
-    sink = CheckpointSink(redis, settings.mirror_messages)
+    # The sink writes from a thread of its own, on a connection of its own.
+    sink = CheckpointSink(connect_redis_sync(settings), settings.mirror_messages)
     return Worker(
         client,
         task_queue=settings.task_queue,

@@ -13,12 +13,15 @@ falls in another place on replay, and the history no longer replays
 workflow waits for.
 
 The sink works like the workflow logger: workflow code hands it the newest checkpoint (only
-when not replaying), which costs no command and no event; a task on the worker's event loop
-writes it to Redis. It keeps the newest checkpoint of each task, retries while Redis is down,
-and rewrites a task's last checkpoint when Redis comes back empty. Nothing is lost that history
-does not hold: a worker that dies before writing is replaced by one that rebuilds the task from
-history and mirrors its next checkpoint; a task's final checkpoint goes through a regular
-activity (``write_checkpoint``), which survives the worker.
+when not replaying), which costs no command and no event. A thread of its own, with its own
+(synchronous) Redis connection, writes it: ``offer`` wakes that thread directly, so a
+checkpoint reaches Redis even while the worker's event loop is busy parsing streams or blocked.
+It keeps the newest checkpoint of each task, retries while Redis is down, rewrites a task's
+last checkpoint when Redis comes back empty, and writes what is still pending when the worker
+stops. Nothing is lost that history does not hold: a worker that dies before writing is
+replaced by one that rebuilds the task from history and mirrors its next checkpoint; a task's
+final checkpoint goes through a regular activity (``write_checkpoint``), which survives the
+worker.
 """
 
 from __future__ import annotations
@@ -31,11 +34,11 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
+from redis import Redis
 from redis.exceptions import RedisError
 
-from activities.metrics import record_checkpoint_lag
-from activities.mirror import SerializedWrite, serialize, store
+from activities.metrics import record_checkpoint_lag, record_mirror_stage
+from activities.mirror import SerializedWrite, serialize, store_all
 from longtask.checkpoints import MirrorWrite, latest_key
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,8 @@ RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0)
 REBUILD_CHECK_SECONDS = 2.0
 # A task that offered nothing for this long ran elsewhere or ended: forget it.
 FORGET_AFTER_SECONDS = 600.0
-# One write may not hold the sink longer than this.
+# How long a stopping worker waits for the sink's last writes (the connection's own socket
+# timeouts bound each try).
 WRITE_TIMEOUT_SECONDS = 5.0
 
 
@@ -57,20 +61,25 @@ class _TaskMirror:
     pending: SerializedWrite | None = None
     written: SerializedWrite | None = None
     final: bool = False
+    # time.time() when the pending checkpoint was offered, for the stage metrics.
+    offered_at: float = 0.0
     touched: float = field(default_factory=time.monotonic)
 
 
 class CheckpointSink:
-    """Writes the newest checkpoint of each task to Redis, off the workflow's path."""
+    """Writes the newest checkpoint of each task to Redis, off the workflow's path and off the
+    event loop; it owns ``redis`` (a connection of its own) and closes it when it stops."""
 
     def __init__(self, redis: Redis, mirror_messages: bool = True) -> None:
         self._redis = redis
         self._mirror_messages = mirror_messages
+        # Held only to read or change the fields below, never during a Redis call.
         self._lock = threading.Lock()
+        self._woken = threading.Condition(self._lock)
+        self._wake = False
+        self._stopping = False
         self._tasks: dict[str, _TaskMirror] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
-        self._runner: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
 
     def offer(self, write: MirrorWrite) -> None:
         """Take a checkpoint to mirror; called from workflow code, on any thread, never blocks.
@@ -79,46 +88,52 @@ class CheckpointSink:
         into strings here, so the workflow's state may change while the sink holds it.
         """
         serialized = serialize(write, self._mirror_messages)
-        with self._lock:
+        offered = time.time()
+        with self._woken:
             mirror = self._tasks.setdefault(serialized.task_id, _TaskMirror())
             mirror.pending = serialized
+            mirror.offered_at = offered
             mirror.final = mirror.final or write.final
             mirror.touched = time.monotonic()
-        if self._loop is not None and self._wake is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
+            self._wake = True
+            self._woken.notify()
+        record_mirror_stage("offered", offered - serialized.taken_at)
 
     async def __aenter__(self) -> CheckpointSink:
-        self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
-        self._runner = asyncio.create_task(self._run(), name="checkpoint-sink")
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="checkpoint-sink", daemon=True)
+        self._thread.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        """Write what is still pending (bounded), then stop."""
-        if self._runner is None:
+        """Write what is still pending (one try, bounded), then stop."""
+        thread = self._thread
+        if thread is None:
             return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
-                await self._write_pending()
-        self._runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._runner
-        self._runner = None
+        with self._woken:
+            self._stopping = True
+            self._woken.notify()
+        await asyncio.to_thread(thread.join, WRITE_TIMEOUT_SECONDS)
+        self._thread = None
+        if not thread.is_alive():
+            self._redis.close()
 
-    async def _run(self) -> None:
-        assert self._wake is not None
+    def _run(self) -> None:
         failures = 0
         last_check = time.monotonic()
         while True:
             wait = RETRY_SECONDS[min(failures, len(RETRY_SECONDS)) - 1] if failures else None
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait if wait is not None else REBUILD_CHECK_SECONDS):
-                    await self._wake.wait()
-            self._wake.clear()
-            ok = await self._write_pending()
+            with self._woken:
+                if not (self._wake or self._stopping):
+                    self._woken.wait(wait if wait is not None else REBUILD_CHECK_SECONDS)
+                self._wake = False
+                stopping = self._stopping
+            ok = self._write_pending()
+            if stopping:
+                return
             if ok and time.monotonic() - last_check >= REBUILD_CHECK_SECONDS:
                 last_check = time.monotonic()
-                ok = await self._rebuild_lost()
+                ok = self._rebuild_lost()
             if ok:
                 if failures:
                     log.info("checkpoint mirror: Redis takes writes again")
@@ -129,21 +144,32 @@ class CheckpointSink:
                     log.warning("checkpoint mirror: Redis unavailable, retrying in the background")
             self._forget_idle()
 
-    async def _write_pending(self) -> bool:
-        """Write every task's pending checkpoint; False if Redis failed any of them."""
+    def _write_pending(self) -> bool:
+        """Write every task's pending checkpoint in one round trip; False if any failed."""
         with self._lock:
-            batch = [(tid, m.pending) for tid, m in self._tasks.items() if m.pending is not None]
-        results = await asyncio.gather(*(self._write(tid, write) for tid, write in batch))
-        return all(results)
-
-    async def _write(self, task_id: str, write: SerializedWrite) -> bool:
+            batch = [(t, m.pending, m.offered_at) for t, m in self._tasks.items() if m.pending]
+        if not batch:
+            return True
+        sent = time.time()
         try:
-            async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
-                await store(self._redis, write)
-        except (RedisError, OSError, TimeoutError) as problem:
-            log.debug("checkpoint %s not mirrored yet: %s", write.checkpoint_id, problem)
+            answers = store_all(self._redis, [write for _, write, _ in batch])
+        except (RedisError, OSError) as problem:
+            log.debug("%d checkpoints not mirrored yet: %s", len(batch), problem)
             return False
-        record_checkpoint_lag(time.time() - write.taken_at)
+        acknowledged = time.time()
+        ok = True
+        for (task_id, write, offered), answer in zip(batch, answers, strict=True):
+            if isinstance(answer, Exception):
+                log.debug("checkpoint %s not mirrored yet: %s", write.checkpoint_id, answer)
+                ok = False
+                continue
+            record_checkpoint_lag(acknowledged - write.taken_at)
+            record_mirror_stage("queued", sent - offered)
+            record_mirror_stage("written", acknowledged - sent)
+            self._written(task_id, write)
+        return ok
+
+    def _written(self, task_id: str, write: SerializedWrite) -> None:
         with self._lock:
             mirror = self._tasks.get(task_id)
             if mirror is not None:
@@ -153,9 +179,8 @@ class CheckpointSink:
                     mirror.pending = None
                     if mirror.final:
                         del self._tasks[task_id]
-        return True
 
-    async def _rebuild_lost(self) -> bool:
+    def _rebuild_lost(self) -> bool:
         """Rewrite the last checkpoint of each live task whose ``latest`` key Redis lost."""
         with self._lock:
             written = [
@@ -166,9 +191,8 @@ class CheckpointSink:
         if not written:
             return True
         try:
-            async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
-                present = await self._redis.exists(*(latest_key(tid) for tid, _ in written))
-        except (RedisError, OSError, TimeoutError):
+            present = self._redis.exists(*(latest_key(tid) for tid, _ in written))
+        except (RedisError, OSError):
             return False
         if present == len(written):
             return True
@@ -178,7 +202,7 @@ class CheckpointSink:
                 if mirror is not None and mirror.pending is None:
                     mirror.pending = write
         # The Lua write refuses whatever Redis still holds, so a full rewrite is safe.
-        return await self._write_pending()
+        return self._write_pending()
 
     def _forget_idle(self) -> None:
         cutoff = time.monotonic() - FORGET_AFTER_SECONDS

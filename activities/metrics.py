@@ -66,6 +66,14 @@ CHECKPOINT_LAG = Histogram(
     "From a checkpoint taken by the task to its visibility in the Redis mirror.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+MIRROR_STAGE = Histogram(
+    "ltm_checkpoint_mirror_stage_seconds",
+    "Where the mirror lag goes: offered (the checkpoint's time to the sink's offer, i.e. the "
+    "workflow task's trip to the worker and its activation), queued (offer to the Redis write "
+    "sent) and written (sent to acknowledged).",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+)
 STEPS = Counter(
     "ltm_steps_total",
     "Steps of documents that ended, by step kind and outcome.",
@@ -80,6 +88,10 @@ DOCUMENTS = Counter(
 
 def record_checkpoint_lag(seconds: float) -> None:
     CHECKPOINT_LAG.observe(max(seconds, 0.0))
+
+
+def record_mirror_stage(stage: str, seconds: float) -> None:
+    MIRROR_STAGE.labels(stage).observe(max(seconds, 0.0))
 
 
 def record_step(step: str, status: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -121,11 +122,9 @@ def serialize(write: MirrorWrite, mirror_messages: bool = True) -> SerializedWri
     )
 
 
-async def store(redis: Redis, write: SerializedWrite) -> bool:
-    """Store one checkpoint and its progress snapshot; False when a newer one is already there."""
-    written = await redis.eval(
-        _WRITE_CHECKPOINT,
-        4,
+def script_arguments(write: SerializedWrite) -> tuple[str, ...]:
+    """The keys and arguments of ``_WRITE_CHECKPOINT`` for one write, after its key count."""
+    return (
         checkpoint_key(write.checkpoint_id),
         latest_key(write.task_id),
         checkpoint_list_key(write.task_id),
@@ -138,7 +137,24 @@ async def store(redis: Redis, write: SerializedWrite) -> bool:
         str(PROGRESS_TTL_SECONDS),
         str(CHECKPOINT_LIST_LENGTH),
     )
-    return bool(written)
+
+
+async def store(redis: Redis, write: SerializedWrite) -> bool:
+    """Store one checkpoint and its progress snapshot; False when a newer one is already there."""
+    return bool(await redis.eval(_WRITE_CHECKPOINT, 4, *script_arguments(write)))
+
+
+def store_all(redis: SyncRedis, writes: list[SerializedWrite]) -> list[bool | Exception]:
+    """Store several checkpoints in one round trip, from a thread with its own connection.
+
+    Each answer says whether that write stored (False: a newer one is already there) or how it
+    failed; a connection error raises.
+    """
+    pipe = redis.pipeline(transaction=False)
+    for write in writes:
+        pipe.eval(_WRITE_CHECKPOINT, 4, *script_arguments(write))
+    answers = pipe.execute(raise_on_error=False)
+    return [a if isinstance(a, Exception) else bool(a) for a in answers]
 
 
 async def write_checkpoint_to(

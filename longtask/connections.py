@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from redis import Redis as SyncRedis
 from redis.asyncio import BlockingConnectionPool, Redis
 from temporalio.client import Client
 from temporalio.service import TLSConfig
@@ -70,23 +71,33 @@ async def connect_temporal(settings: Settings) -> Client:
     )
 
 
-def _redis_options(settings: Settings) -> dict[str, Any]:
-    """TLS, the password (the URL's, or the embedded Redis's) and bounded socket timeouts: a
-    slow or absent Redis must not hold up a task's workflow."""
-    options: dict[str, Any] = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+def redis_options(settings: Settings) -> dict[str, Any]:
+    """Password, TLS and socket timeouts of every Redis connection, async or not."""
+    options: dict[str, Any] = {}
     if settings.redis_tls_ca is not None:
         options["ssl_ca_certs"] = str(settings.redis_tls_ca)
     # The embedded Redis of `make up` has a password of its own, kept in the state folder.
     password = embedded_password(settings)
     if password is not None:
         options["password"] = password
-    return options
+    # Bounded socket timeouts: a slow or absent Redis must not hold up a task's workflow.
+    return {
+        "decode_responses": True,
+        "socket_timeout": 2.0,
+        "socket_connect_timeout": 2.0,
+        **options,
+    }
 
 
 def connect_redis(settings: Settings) -> Redis:
     """Redis at the URL (with its password, if any, or the embedded Redis's; rediss:// for
     TLS, verified against LTM_REDIS_TLS_CA when set, else the system's CAs)."""
-    return Redis.from_url(settings.redis_url, decode_responses=True, **_redis_options(settings))
+    return Redis.from_url(settings.redis_url, **redis_options(settings))
+
+
+def connect_redis_sync(settings: Settings) -> SyncRedis:
+    """The same Redis for a thread of its own, off the event loop (the checkpoint sink)."""
+    return SyncRedis.from_url(settings.redis_url, **redis_options(settings))
 
 
 def connect_named_redis(settings: Settings, name: str) -> Redis:
@@ -97,8 +108,7 @@ def connect_named_redis(settings: Settings, name: str) -> Redis:
         settings.redis_url,
         max_connections=1,
         timeout=5,
-        decode_responses=True,
         client_name=name,
-        **_redis_options(settings),
+        **redis_options(settings),
     )
     return Redis.from_pool(pool)

@@ -49,6 +49,8 @@ from longtask.states import TaskState
 
 log = logging.getLogger(__name__)
 Result = TypeVar("Result")
+# Step outputs a large task still reads from an ended document: its last messages.
+KEPT_OUTPUTS = (StepKind.REASON, StepKind.REPORT)
 # Logged when the server takes a running batch from a live worker (benchmarks count it).
 LIVE_STEP_TAKEN = "step taken from a live worker"
 
@@ -200,6 +202,7 @@ class DocumentBatches:
     async def process_documents(self, request: BatchRequest) -> BatchResult:
         taking = _Taking(request)
         async with self._steps.pulse(request.task_id, request.call_concurrency) as pulse:
+            pulse.takes_documents = request.places is not None
             try:
                 ended = await unless_worker_stops(self._run(taking, pulse))
             except asyncio.CancelledError:
@@ -356,12 +359,19 @@ class DocumentBatches:
         text = report.outputs[0]
         report_file = await self._reports.save(request.task_id, document, text)
         record_document("completed")
+        steps = self._steps_of(document, pulse)
+        if request.compact_outcomes:
+            # A large task keeps no outputs of ended documents but its last messages (the
+            # analysis and the report), and reads the report from its file.
+            steps = [step if step.kind in KEPT_OUTPUTS else step.model_copy(update={"outputs": []})
+                     for step in steps]  # fmt: skip
+            text = "" if report_file else text
         pulse.outcomes[document.index] = DocumentOutcome(
             index=document.index,
             state=TaskState.COMPLETED,
             report=text,
             report_file=report_file,
-            steps=self._steps_of(document, pulse),
+            steps=steps,
         )
 
     @staticmethod

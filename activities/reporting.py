@@ -225,6 +225,8 @@ class ActivityPulse:
         self._settled: list[ProgressEvent] = []
         self.gate = asyncio.Semaphore(calls)
         self.halted = False
+        # Set by a batch that takes its documents from the task (activities/batch.py).
+        self.takes_documents = False
         self._document_ended = False
         self._last_signal = 0.0
         self._loop: asyncio.Task[None] | None = None
@@ -248,8 +250,9 @@ class ActivityPulse:
         self._running.pop(reporter.slot, None)
         self.finished[reporter.slot] = result
         self._settled.append(reporter.event())
-        if reporter.kind is StepKind.REPORT:
-            # A document's last step: the task may start another in its place, so say it soon.
+        if reporter.kind is StepKind.REPORT and not self.takes_documents:
+            # A document's last step: the task may start another in its place, so say it soon
+            # (a batch that takes documents says it with its next take instead).
             self._document_ended = True
 
     def step_abandoned(self, reporter: StepReporter, result: StepResult) -> None:

@@ -210,6 +210,9 @@ class BatchRequest(BaseModel):
     # ``most`` in all. Unset: every document of ``documents`` at once, and no more.
     places: int | None = Field(None, ge=1)
     most: int | None = Field(None, ge=1)
+    # A large task keeps no page summaries or key passages of an ended document, and reads
+    # its report from the report file: its outcome leaves them out (history stays small).
+    compact_outcomes: bool = False
 
 
 class DocumentOutcome(BaseModel):

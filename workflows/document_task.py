@@ -512,6 +512,7 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
                 partials={k: earlier.partials[k] for k in keys if k in earlier.partials},
                 places=out.places if out else None,
                 most=out.most if out else None,
+                compact_outcomes=out is not None and not self._book.inline,
             )
             # Room for every document the batch may take, each as long as its first ones.
             share = out.most / len(documents) if out else 1

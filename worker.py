@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any, Literal
 
 import openai
 from prometheus_client import start_http_server
@@ -43,6 +46,7 @@ from longtask.connections import (
 from longtask.process_exit import exit_now
 from longtask.retention import keep_pruning
 from longtask.settings import Settings, SettingsError, load_settings
+from longtask.workflow_thread import WorkflowThread
 from workflows.agents import agent_workflows
 from workflows.document_task import DocumentTaskWorkflow
 
@@ -53,12 +57,19 @@ TEMPORAL_PATIENCE = timedelta(minutes=2)
 # A batch hands its steps over as soon as its worker begins to stop (activities/batch.py);
 # other activities (older runs' single steps, documents being found) get this long to finish.
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
+# What one temporalio worker runs: everything, or the workflows or the activities alone.
+Runs = Literal["all", "workflows", "activities"]
 
 
 def build_worker(
-    client: Client, settings: Settings, llm: openai.AsyncOpenAI, redis: Redis
+    client: Client,
+    settings: Settings,
+    llm: openai.AsyncOpenAI,
+    redis: Redis,
+    runs: Runs = "all",
 ) -> Worker:
-    """A worker for every workflow and activity, tuned so a lost worker is noticed quickly.
+    """A worker for every workflow and activity (``runs``: or for one of them), tuned so a
+    lost worker is noticed quickly.
 
     Heartbeats reach the server every eighth of the heartbeat timeout (the SDK's default of
     0.8 x would leave a dead worker unnoticed for longer, and a loaded machine that holds the
@@ -86,37 +97,44 @@ def build_worker(
     loader = DocumentLoader(reports)
     checker = ModelChecker(llm, settings.llm_api_key.get_secret_value())
     mirror = MirrorActivities(redis, settings.mirror_messages)
-    # The sink writes from a thread of its own, on a connection of its own.
-    sink = CheckpointSink(connect_redis_sync(settings), settings.mirror_messages)
+    activities: list[Callable[..., Any]] = [
+        loader.load_documents,
+        checker.check_models,
+        batches.process_documents,
+        steps.embed_chunks,
+        steps.summarize_pages,
+        steps.reason_across_pages,
+        steps.write_report,
+        mirror.write_checkpoint,
+        mirror.load_resume_state,
+        *agent_activities(client, settings, llm, redis),
+    ]
+    plugins = []
+    if runs != "activities":
+        # The sink writes from a thread of its own, on a connection of its own; it runs as
+        # long as the worker, and flushes after it stops.
+        sink = CheckpointSink(connect_redis_sync(settings), settings.mirror_messages)
+        plugins.append(
+            SimplePlugin(
+                "ltm-checkpoint-sink", run_context=lambda: serving(settings.task_queue, sink)
+            )
+        )
+    if runs != "workflows":
+        plugins.extend(dead_worker_detector(client, settings))
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[DocumentTaskWorkflow, *agent_workflows()],
-        activities=[
-            loader.load_documents,
-            checker.check_models,
-            batches.process_documents,
-            steps.embed_chunks,
-            steps.summarize_pages,
-            steps.reason_across_pages,
-            steps.write_report,
-            mirror.write_checkpoint,
-            mirror.load_resume_state,
-            *agent_activities(client, settings, llm, redis),
-        ],
+        workflows=[] if runs == "activities" else [DocumentTaskWorkflow, *agent_workflows()],
+        activities=[] if runs == "workflows" else activities,
         max_concurrent_activities=settings.worker_activity_slots,
         max_heartbeat_throttle_interval=heartbeat / 8,
         default_heartbeat_throttle_interval=heartbeat / 8,
         sticky_queue_schedule_to_start_timeout=max(heartbeat, timedelta(seconds=1)),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         max_cached_workflows=settings.max_cached_workflows,
-        # The checkpoint sink runs as long as the worker, and flushes after it stops.
-        plugins=[
-            SimplePlugin(
-                "ltm-checkpoint-sink", run_context=lambda: serving(settings.task_queue, sink)
-            ),
-            *dead_worker_detector(client, settings),
-        ],
+        # A worker of workflows alone cannot run an activity it is handed eagerly.
+        disable_eager_activity_execution=runs == "workflows",
+        plugins=plugins,
     )
 
 
@@ -184,9 +202,15 @@ async def serve(settings: Settings) -> None:
         return
     redis = connect_redis(settings)
     llm = make_client(settings.llm_base_url, settings.llm_api_key.get_secret_value())
-    worker = build_worker(client, settings, llm, redis)
     pruning = asyncio.create_task(keep_pruning(settings, stop))
-    async with worker:
+    async with contextlib.AsyncExitStack() as running:
+        if settings.workflow_thread:
+            # Workflows on a loop of their own (longtask/workflow_thread.py says why); they
+            # stop after the activities, so a batch handing its steps over is still booked.
+            workflows = functools.partial(build_worker, client, settings, llm, redis, "workflows")
+            await running.enter_async_context(WorkflowThread(workflows))
+        runs: Runs = "activities" if settings.workflow_thread else "all"
+        await running.enter_async_context(build_worker(client, settings, llm, redis, runs))
         # The PID lets a user stop this worker, and only this one: `kill PID`.
         log.info(
             "worker pid %d polling %r on %s (namespace %s)",

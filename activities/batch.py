@@ -49,6 +49,8 @@ from longtask.states import TaskState
 
 log = logging.getLogger(__name__)
 Result = TypeVar("Result")
+# A batch that takes documents holds a quarter of its places in reserve (at least one).
+RESERVE_SHARE = 4
 # Step outputs a large task still reads from an ended document: its last messages.
 KEPT_OUTPUTS = (StepKind.REASON, StepKind.REPORT)
 # Logged when the server takes a running batch from a live worker (benchmarks count it).
@@ -160,6 +162,8 @@ class _Taking:
         self.request = request
         # Whether the task may still hand over documents (it said none, or a document failed).
         self.more = request.places is not None
+        # Whether documents held in reserve may start (not once the task said it is paused).
+        self.go = True
         self.handed: set[int] = set()
 
     def room(self) -> int:
@@ -257,14 +261,23 @@ class DocumentBatches:
         ended: list[BaseException | None] = []
         try:
             while True:
-                while waiting and len(running) < request.places:
+                while waiting and len(running) < request.places and taking.go:
                     begun = self._document(taking.request, waiting.pop(0), pulse)
                     running.add(asyncio.create_task(begun))
-                want = min(request.places - len(running) - len(waiting), taking.room())
+                # A few documents in reserve: a freed place starts the next one at once, not
+                # after the take's round trip.
+                reserve = max(1, request.places // RESERVE_SHARE)
+                want = request.places + reserve - len(running) - len(waiting)
+                want = min(want, taking.room())
                 if asking is None and taking.more and want > 0 and pulse.may_start():
                     # What ended goes with the ask: the task books it now, and the heartbeat
                     # details stop carrying it.
-                    ask = TakeDocuments(batch=request.batch, want=want, ended=taking.ended(pulse))
+                    ask = TakeDocuments(
+                        batch=request.batch,
+                        want=want,
+                        ended=taking.ended(pulse),
+                        events=pulse.progress_for_take(),
+                    )
                     asking = asyncio.create_task(pulse.take(ask))
                 if not running and asking is None:
                     return ended
@@ -277,6 +290,9 @@ class DocumentBatches:
                     if taken is not None:
                         waiting.extend(taken.documents)
                     taking.more = taking.more and taken is not None and bool(taken.documents)
+                    if taken is not None and not taken.go:
+                        # Paused or stopping: what is in reserve goes back unstarted.
+                        taking.go = taking.more = False
                 for task in done & running:
                     running.discard(task)
                     error = task.exception()

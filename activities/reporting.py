@@ -352,6 +352,18 @@ class ActivityPulse:
                 if events:
                     self._send_progress(events)
 
+    def progress_for_take(self) -> list[ProgressEvent]:
+        """What the next progress signal would say, to go with a take instead (one workflow
+        task fewer); nothing while a signal is on its way, so events keep their order."""
+        if self._signal_task is not None and not self._signal_task.done():
+            return []
+        changed = [r.event() for r in self._running.values() if r.changed]
+        events = self._urgent + self._settled + changed
+        self._urgent = []
+        self._settled = []
+        self._last_signal = time.monotonic()
+        return events
+
     async def take(self, ask: TakeDocuments) -> TakenDocuments | None:
         """The task's answer to a batch's take: documents for its free places (none once the
         task says so) and those it has; None when it could not be asked or did not answer

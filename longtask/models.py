@@ -227,27 +227,6 @@ class DocumentOutcome(BaseModel):
     steps: list[StepResult] = Field(default_factory=list)
 
 
-class TakeDocuments(BaseModel):
-    """A running batch hands its task the documents it ended since it last asked and asks
-    for ``want`` more for its free places, or (``again``, a new attempt of the batch) for
-    those it took before and has not ended."""
-
-    batch: int
-    want: int = Field(0, ge=0)
-    again: bool = False
-    ended: list[DocumentOutcome] = Field(default_factory=list)
-
-
-class TakenDocuments(BaseModel):
-    """Documents handed to a batch, with what an earlier run of the task finished of them;
-    ``ended``: documents of the batch the task already has (a new attempt skips them)."""
-
-    documents: list[DocumentRef] = Field(default_factory=list)
-    done: dict[str, list[str]] = Field(default_factory=dict)
-    partials: dict[str, str] = Field(default_factory=dict)
-    ended: list[int] = Field(default_factory=list)
-
-
 class BatchResult(BaseModel):
     """How a batch ended. A batch cut by a cancel answers with what it had; one that fails for
     good carries what its steps paid, without their texts, in its failure's details."""
@@ -272,6 +251,32 @@ class ProgressEvent(BaseModel):
     stats: CallStats = Field(default_factory=CallStats)
     # Tokens the step paid so far: the task's cost and budget follow running steps too.
     usage: TokenUsage = Field(default_factory=TokenUsage)
+
+
+class TakeDocuments(BaseModel):
+    """A running batch hands its task the documents it ended since it last asked and asks
+    for ``want`` more for its free places, or (``again``, a new attempt of the batch) for
+    those it took before and has not ended."""
+
+    batch: int
+    want: int = Field(0, ge=0)
+    again: bool = False
+    ended: list[DocumentOutcome] = Field(default_factory=list)
+    # The progress of its running steps, in place of a signal of its own.
+    events: list[ProgressEvent] = Field(default_factory=list)
+
+
+class TakenDocuments(BaseModel):
+    """Documents handed to a batch, with what an earlier run of the task finished of them;
+    ``ended``: documents of the batch the task already has (a new attempt skips them)."""
+
+    documents: list[DocumentRef] = Field(default_factory=list)
+    done: dict[str, list[str]] = Field(default_factory=dict)
+    partials: dict[str, str] = Field(default_factory=dict)
+    ended: list[int] = Field(default_factory=list)
+    # False once the task is paused or stopping: the batch starts none of the documents it
+    # holds in reserve (they go back to the task when it ends) and takes no more.
+    go: bool = True
 
 
 class DocumentReport(BaseModel):

@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     # once, and another worker fails its steps' attempts for a retry elsewhere, long before the
     # heartbeat timeout (activities/liveness.py). Off: the heartbeat timeout alone.
     detect_dead_workers: bool = True
+    # A worker runs its workflows on a thread with an event loop of their own, so its LLM
+    # streams never hold a task's workflow tasks back (longtask/workflow_thread.py).
+    workflow_thread: bool = True
     # A provider call silent this long, before its first chunk or between two, is hung and cut:
     # one limit for every task type (unset: the per-task-type limits below and built in).
     stall_timeout_seconds: float | None = Field(None, gt=0, le=600)

@@ -22,7 +22,6 @@ from longtask.states import TaskState
 from longtask.tooling.corpus import write_corpus
 from longtask.tooling.servers import LlmServer
 from tests.tasks import read_json, read_text, start
-from workflows.document_task import TAKEN_PER_PLACE
 
 CALLS_PER_DOCUMENT = 4  # one embedding batch, one page summary, reasoning, report
 
@@ -59,11 +58,10 @@ async def test_a_few_hundred_documents_fan_out_in_batches(
         and e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
         == TAKE_DOCUMENTS_UPDATE
     ]
-    # A batch takes the next documents as its places free (up to TAKEN_PER_PLACE times its
-    # places), so fewer batches run than the documents fill at one batch each.
+    # A batch takes the next documents as its places free (up to its fair share of them), so
+    # far fewer batches run than the documents fill at one batch each.
     assert takes
-    fewest = -(-documents // (task.batch_documents * TAKEN_PER_PLACE))
-    assert fewest <= len(batches) < -(-documents // task.batch_documents)
+    assert len(batches) < -(-documents // task.batch_documents)
     # Far inside Temporal's limits (51,200 events): a few events per document.
     assert len(history.events) < 4 * documents
 

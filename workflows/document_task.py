@@ -73,9 +73,6 @@ with workflow.unsafe.imports_passed_through():
 # Batches a task keeps in flight at least when it has documents enough, so a small task's
 # documents still run side by side.
 MIN_BATCHES_IN_FLIGHT = 4
-# A batch that takes documents as its places free takes at most this many times its places in
-# all: its heartbeat details carry every document it ended, and its timeout is counted for them.
-TAKEN_PER_PLACE = 4
 
 
 @dataclass
@@ -330,10 +327,11 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
                 if self._halted() or (not self._waiting and not self._out):
                     break
                 places = min(self._free_in_window(), size, len(self._waiting))
-                # A fair share of what is left at most: batches near the end stay short.
+                # A fair share of what is left at most: the batches of a task end near each
+                # other, as a loop's last documents do (a fixed cap would end them together
+                # mid-way, and the window would empty while new batches start).
                 spread = max(1, self._task.document_concurrency // size)
-                share = -(-len(self._waiting) // spread)
-                most = max(places, min(places * TAKEN_PER_PLACE, share))
+                most = max(places, -(-len(self._waiting) // spread))
                 batch, self._waiting = self._waiting[:places], self._waiting[places:]
                 number = len(running)
                 self._out[number] = _BatchOut(places=places, most=most, documents=list(batch))
@@ -384,10 +382,12 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
         out = self._out.get(ask.batch)
         if out is None:
             return TakenDocuments()
+        self.steps_progress(ask.events)
         self._book_ended(out, ask.ended)
+        go = not (self._paused or self._halted())
         if ask.again:
             given = [d for d in out.taken if d.index not in self._book.reports]
-        elif self._paused or self._halted() or not self._waiting:
+        elif not go or not self._waiting:
             given = []
         else:
             count = min(ask.want, len(self._waiting), out.most - len(out.documents))
@@ -405,6 +405,7 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
             done={k: earlier.results[k] for k in keys if k in earlier.results},
             partials={k: earlier.partials[k] for k in keys if k in earlier.partials},
             ended=[d.index for d in out.documents if d.index in self._book.reports],
+            go=go,
         )
 
     def _book_ended(self, out: _BatchOut, ended: list[DocumentOutcome]) -> None:

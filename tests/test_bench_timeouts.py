@@ -5,10 +5,11 @@ from __future__ import annotations
 from tests.bench_runs import run_bench
 
 # A third of the streams hang, a third are slow; each call stalls once at most, slow chunks
-# come every 0.5 s: about 25 s in all.
+# come every 0.25 s: a slow answer's 12 paced chunks take 3 s, past the 2 s stall limit, while
+# no gap comes near it. About 30 s in all.
 TINY = [
     "--documents", "4", "--stall-share", "0.3", "--slow-share", "0.3",
-    "--pace-seconds", "0.5", "--max-stalls-per-call", "1",
+    "--pace-seconds", "0.25", "--max-stalls-per-call", "1",
 ]  # fmt: skip
 
 

@@ -164,6 +164,8 @@ class _Taking:
         self.more = request.places is not None
         # Whether documents held in reserve may start (not once the task said it is paused).
         self.go = True
+        # Whether ended documents go to the task as they end (not once it did not answer).
+        self.reporting = True
         self.handed: set[int] = set()
 
     def room(self) -> int:
@@ -268,14 +270,15 @@ class DocumentBatches:
                 # after the take's round trip.
                 reserve = max(1, request.places // RESERVE_SHARE)
                 want = request.places + reserve - len(running) - len(waiting)
-                want = min(want, taking.room())
-                if asking is None and taking.more and want > 0 and pulse.may_start():
-                    # What ended goes with the ask: the task books it now, and the heartbeat
-                    # details stop carrying it.
+                want = min(want, taking.room()) if taking.more and pulse.may_start() else 0
+                ended_here = taking.ended(pulse) if taking.reporting else []
+                if asking is None and (want > 0 or ended_here):
+                    # What ended goes with the ask (or alone, once the batch takes no more):
+                    # the task books it now, and the heartbeat details stop carrying it.
                     ask = TakeDocuments(
                         batch=request.batch,
-                        want=want,
-                        ended=taking.ended(pulse),
+                        want=max(want, 0),
+                        ended=ended_here,
                         events=pulse.progress_for_take(),
                     )
                     asking = asyncio.create_task(pulse.take(ask))
@@ -284,12 +287,16 @@ class DocumentBatches:
                 waits: set[asyncio.Future[Any]] = {*running, *([asking] if asking else [])}
                 done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 if asking is not None and asking in done:
-                    taken = asking.result()
+                    taken, asked = asking.result(), ask
                     asking = None
                     taking.add(taken, pulse)
-                    if taken is not None:
+                    if taken is None:
+                        # No answer: what ends from now on goes with the batch's result.
+                        taking.more = taking.reporting = False
+                    else:
                         waiting.extend(taken.documents)
-                    taking.more = taking.more and taken is not None and bool(taken.documents)
+                        if asked.want > 0 and not taken.documents:
+                            taking.more = False
                     if taken is not None and not taken.go:
                         # Paused or stopping: what is in reserve goes back unstarted.
                         taking.go = taking.more = False
@@ -298,8 +305,9 @@ class DocumentBatches:
                     error = task.exception()
                     ended.append(error)
                     if error is not None:
-                        # The batch fails once its documents in flight end: take no more.
-                        taking.more = False
+                        # The batch fails once its documents in flight end: it starts none of
+                        # its reserve and takes no more (a new attempt takes them back).
+                        taking.go = taking.more = False
         except asyncio.CancelledError:
             for task in [*running, *([asking] if asking else [])]:
                 task.cancel()

@@ -36,8 +36,6 @@ from datetime import timedelta
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.workflowservice.v1 import ResetStickyTaskQueueRequest
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.service import RPCError, RPCStatusCode
@@ -99,16 +97,6 @@ async def fail_lost_attempt(client: Client, running: RunningActivity, worker: st
             return False
         raise
     return True
-
-
-async def unstick(client: Client, workflow_id: str) -> None:
-    """Send the workflow's next workflow task to the task queue any worker polls (best effort:
-    at worst it waits out the dead worker's sticky queue timeout)."""
-    request = ResetStickyTaskQueueRequest(
-        namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)
-    )
-    async with asyncio.timeout(FAIL_SECONDS):
-        await client.workflow_service.reset_sticky_task_queue(request)
 
 
 def connection_name(identity: str) -> str:
@@ -295,13 +283,6 @@ class LivenessMonitor:
     async def _fail_all(self, record: WorkerRecord, running: list[RunningActivity]) -> None:
         """Fail every attempt the dead worker ran; one line says which."""
         who = f"{record.identity} (pid {record.pid})"
-        # Their workflows' next tasks (a retried batch's first ask) go to any worker now, not
-        # to the dead one's sticky queue, which would hold them for its timeout first.
-        workflows = sorted({one.workflow_id for one in running})
-        await asyncio.gather(
-            *(unstick(self._temporal, workflow_id) for workflow_id in workflows),
-            return_exceptions=True,
-        )
         outcomes = await asyncio.gather(
             *(fail_lost_attempt(self._temporal, one, who) for one in running),
             return_exceptions=True,

@@ -209,6 +209,7 @@ class DocumentBatches:
         taking = _Taking(request)
         async with self._steps.pulse(request.task_id, request.call_concurrency) as pulse:
             pulse.takes_documents = request.places is not None
+            pulse.asks_by_signal = request.asks_by_signal
             try:
                 ended = await unless_worker_stops(self._run(taking, pulse))
             except asyncio.CancelledError:
@@ -256,7 +257,15 @@ class DocumentBatches:
             # Documents this batch took in an earlier attempt and did not end are its own;
             # those the task already has are not run again.
             again = TakeDocuments(batch=request.batch, again=True, ended=taking.ended(pulse))
-            taking.add(await pulse.take(again), pulse)
+            held = await pulse.take(again)
+            taking.add(held, pulse)
+            if held is not None:
+                activity.logger.info(
+                    "batch %d, attempt %d, took back %d document(s) it held",
+                    request.batch,
+                    activity.info().attempt,
+                    len(held.documents),
+                )
         waiting = [d for d in taking.request.documents if not taking.finished(d.index, pulse)]
         running: set[asyncio.Task[None]] = set()
         asking: asyncio.Task[TakenDocuments | None] | None = None

@@ -16,12 +16,12 @@ from pydantic import BaseModel, Field, ValidationError
 from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 
+from activities.asking import ask_by_signal, ask_by_update
 from activities.attempts import AttemptLedger
 from activities.continuation import join_continuation
 from activities.metrics import record_tokens
 from longtask.cost import CostLedger, TokenUsage
 from longtask.engine.names import STEPS_PROGRESS_SIGNAL as PROGRESS_SIGNAL
-from longtask.engine.names import TAKE_DOCUMENTS_UPDATE
 from longtask.models import (
     DocumentOutcome,
     ProgressEvent,
@@ -227,6 +227,7 @@ class ActivityPulse:
         self.halted = False
         # Set by a batch that takes its documents from the task (activities/batch.py).
         self.takes_documents = False
+        self.asks_by_signal = False
         self._document_ended = False
         self._last_signal = 0.0
         self._loop: asyncio.Task[None] | None = None
@@ -372,10 +373,9 @@ class ActivityPulse:
             return None
         handle = self._client.get_workflow_handle(self._workflow_id)
         try:
-            return await asyncio.wait_for(
-                handle.execute_update(TAKE_DOCUMENTS_UPDATE, ask, result_type=TakenDocuments),
-                timeout=TAKE_SECONDS,
-            )
+            if self.asks_by_signal:
+                return await ask_by_signal(handle, ask, TAKE_SECONDS)
+            return await asyncio.wait_for(ask_by_update(handle, ask), timeout=TAKE_SECONDS)
         except Exception as error:  # a closed task, an RPC failure, no answer in time
             activity.logger.info("batch %d takes no more documents: %s", ask.batch, error)
             return None

@@ -213,6 +213,9 @@ class BatchRequest(BaseModel):
     # A large task keeps no page summaries or key passages of an ended document, and reads
     # its report from the report file: its outcome leaves them out (history stays small).
     compact_outcomes: bool = False
+    # The batch asks for documents with ASK_DOCUMENTS_SIGNAL and reads the answer with
+    # TAKEN_DOCUMENTS_QUERY; unset, with TAKE_DOCUMENTS_UPDATE (tasks begun before).
+    asks_by_signal: bool = False
 
 
 class DocumentOutcome(BaseModel):
@@ -264,6 +267,9 @@ class TakeDocuments(BaseModel):
     ended: list[DocumentOutcome] = Field(default_factory=list)
     # The progress of its running steps, in place of a signal of its own.
     events: list[ProgressEvent] = Field(default_factory=list)
+    # Names an ask sent as a signal: its answer is read by this id, and a signal sent twice
+    # (a retried RPC) is answered once.
+    ask_id: str = ""
 
 
 class TakenDocuments(BaseModel):

@@ -28,6 +28,9 @@ tests/test_replay.py replays every file here. The committed ones came from:
     LTM_DOCUMENT_CONCURRENCY=8 LTM_BATCH_DOCUMENTS=4 LTM_CALL_CONCURRENCY=4 \
         python -m tests.record_history batches-take-documents /tmp/corpus40 \
         --fail-once 500:gpt-4.1:streamed      # two CPU-bound processes beside it
+    LTM_DOCUMENT_CONCURRENCY=8 LTM_BATCH_DOCUMENTS=4 LTM_CALL_CONCURRENCY=4 \
+        python -m tests.record_history batches-ask-by-signal /tmp/corpus40 \
+        --fail-once 500:gpt-4.1:streamed      # the same, after batches asked by signal
 
 (examples-completed.json predates batches: one activity per step.)
 """

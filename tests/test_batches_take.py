@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from longtask.engine.names import PROCESS_DOCUMENTS, TAKE_DOCUMENTS_UPDATE
+from longtask.engine.names import ASK_DOCUMENTS_SIGNAL, PROCESS_DOCUMENTS, TAKEN_DOCUMENTS_QUERY
+from longtask.models import TakenDocuments
 from longtask.settings import Settings
 from longtask.states import TaskState
 from longtask.tooling.corpus import write_corpus
@@ -30,21 +32,18 @@ def _json(payload: Any) -> Any:
     return json.loads(payload.data)
 
 
-def takes(events: list[HistoryEvent]) -> list[tuple[int, dict[str, Any], dict[str, Any] | None]]:
-    """Every take: its accepted event's id, what the batch asked, and what it was handed."""
-    asked: dict[str, tuple[int, dict[str, Any]]] = {}
-    answers: dict[str, dict[str, Any]] = {}
-    for event in events:
-        if event.HasField("workflow_execution_update_accepted_event_attributes"):
-            request = event.workflow_execution_update_accepted_event_attributes.accepted_request
-            if request.input.name == TAKE_DOCUMENTS_UPDATE:
-                ask = _json(request.input.args.payloads[0])
-                asked[request.meta.update_id] = (event.event_id, ask)
-        if event.HasField("workflow_execution_update_completed_event_attributes"):
-            done = event.workflow_execution_update_completed_event_attributes
-            if done.outcome.HasField("success"):
-                answers[done.meta.update_id] = _json(done.outcome.success.payloads[0])
-    return [(at, ask, answers.get(update)) for update, (at, ask) in asked.items()]
+def asks(events: list[HistoryEvent]) -> list[tuple[int, dict[str, Any]]]:
+    """Every ask of a batch for documents: its signal's event id and what the batch asked."""
+    signalled = [
+        (event.event_id, event.workflow_execution_signaled_event_attributes)
+        for event in events
+        if event.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    return [
+        (at, _json(sent.input.payloads[0]))
+        for at, sent in signalled
+        if sent.signal_name == ASK_DOCUMENTS_SIGNAL
+    ]
 
 
 async def _events(handle: WorkflowHandle[Any, Any]) -> list[HistoryEvent]:
@@ -52,10 +51,16 @@ async def _events(handle: WorkflowHandle[Any, Any]) -> list[HistoryEvent]:
 
 
 async def _until_a_batch_took(handle: WorkflowHandle[Any, Any]) -> None:
-    for _ in range(300):
-        if any(answer and answer["documents"] for _, _, answer in takes(await _events(handle))):
-            return
-        await asyncio.sleep(0.1)
+    """Until an ask was answered with a document (the task keeps each batch's last answer)."""
+    for _ in range(600):
+        for _, ask in asks(await _events(handle)):
+            if ask["want"] > 0:
+                answer = await handle.query(
+                    TAKEN_DOCUMENTS_QUERY, ask["ask_id"], result_type=TakenDocuments
+                )
+                if answer is not None and answer.documents:
+                    return
+        await asyncio.sleep(0.05)
     raise TimeoutError("no batch took a document within 30 s")
 
 
@@ -76,7 +81,8 @@ async def test_a_new_attempt_of_a_batch_takes_back_the_documents_it_had(
     await _until_a_batch_took(handle)
     first.process.send_signal(signal.SIGKILL)
     assert first.process.wait(timeout=10) == -signal.SIGKILL
-    workers.append(WorkerProcess(settings, tmp_path / "second.log"))
+    second_log = tmp_path / "second.log"
+    workers.append(WorkerProcess(settings, second_log))
     result = await handle.result()
 
     assert result.state is TaskState.COMPLETED
@@ -92,8 +98,9 @@ async def test_a_new_attempt_of_a_batch_takes_back_the_documents_it_had(
     ]
     assert max(retried) > 1
     # The new attempt asked for the documents its batch had taken, and got them back.
-    again = [answer for _, ask, answer in takes(events) if ask["again"]]
-    assert again and any(answer and answer["documents"] for answer in again)
+    assert any(ask["again"] for _, ask in asks(events))
+    took_back = re.findall(r"took back (\d+) document", second_log.read_text(errors="replace"))
+    assert took_back and max(int(count) for count in took_back) > 0
     # Finished calls survived in the heartbeat details: only calls in flight at the kill
     # (two batches of two calls) or finished after the last heartbeat are made again.
     repeated = llm.count("/chat/completions") + llm.count("/embeddings") - DOCUMENTS * 4
@@ -128,9 +135,11 @@ async def test_a_paused_task_hands_its_batches_no_documents(
         and e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
         == "pause"
     )
-    after = [answer for at, ask, answer in takes(events) if at > paused_at and not ask["again"]]
-    assert after and all(answer is not None and not answer["documents"] for answer in after)
+    # Its batches asked after the pause, and were handed nothing: no call starts while paused.
+    assert [ask for at, ask in asks(events) if at > paused_at and not ask["again"]]
     finished_while_paused = llm.count("/chat/completions")
+    await asyncio.sleep(1.5)
+    assert llm.count("/chat/completions") == finished_while_paused
     assert (await wait_for_status(handle, lambda s: True)).state is TaskState.PAUSED
 
     assert await handle.execute_update("resume", result_type=str) == "running"

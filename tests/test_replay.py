@@ -12,6 +12,7 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, Worker
 
+from longtask.engine.names import ASK_DOCUMENTS_SIGNAL
 from longtask.payload_store import data_converter
 from longtask.settings import Settings
 from longtask.states import TaskState
@@ -23,6 +24,7 @@ from workflows.document_task import DocumentTaskWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 ACCEPTED = "workflowExecutionUpdateAcceptedEventAttributes"
+SIGNALED = "workflowExecutionSignaledEventAttributes"
 
 
 def replayer(payloads: Path | None = None) -> Replayer:
@@ -75,7 +77,8 @@ def patches_of(events: list[dict[str, Any]]) -> set[str]:
 def test_committed_histories_cover_each_path_of_the_workflow() -> None:
     """Recorded with tests/record_history.py: before batches, batches, a retried batch, a
     failed document, a task with no usable document, a task cancelled mid-batch, batches
-    retried until their calls' own attempts are used up, and batches that take documents."""
+    retried until their calls' own attempts are used up, and batches that take documents (asked
+    by update, then by signal)."""
     histories = {path.stem: json.loads(path.read_text())["events"] for path in committed()}
     activities = {
         name: {
@@ -120,6 +123,19 @@ def test_committed_histories_cover_each_path_of_the_workflow() -> None:
     assert any(ask["want"] > 0 for ask in asked)
     assert any(ask["again"] for ask in asked)
     assert ends["batches-take-documents"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
+    # The same, asked by signal: a retried batch's new attempt asked again.
+    signalled = histories["batches-ask-by-signal"]
+    assert {"batches-take-documents", "batches-ask-by-signal"} <= patches_of(signalled)
+    sent = [event[SIGNALED] for event in signalled if SIGNALED in event]
+    asks = [
+        json.loads(base64.b64decode(signal["input"]["payloads"][0]["data"]))
+        for signal in sent
+        if signal["signalName"] == ASK_DOCUMENTS_SIGNAL
+    ]
+    assert any(ask["want"] > 0 for ask in asks)
+    assert any(ask["again"] for ask in asks)
+    assert not [event for event in signalled if ACCEPTED in event]
+    assert ends["batches-ask-by-signal"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
 
 
 def test_committed_histories_hold_no_api_key() -> None:
@@ -175,3 +191,49 @@ async def test_the_recorded_nondeterminism_is_the_local_activity_race() -> None:
     # The first command the replay could not match comes right after the second late result.
     completed = next(e for e in events if e["eventId"] == "217")
     assert completed["eventType"] == "EVENT_TYPE_TIMER_STARTED"
+
+
+LATE_UPDATE = HISTORIES / "update-after-timed-out-task" / "nondeterminism-take-documents.json"
+
+
+def updates_after_a_timed_out_task(events: list[dict[str, Any]]) -> list[int]:
+    """Accepted updates whose request the server sequenced after a workflow task that timed
+    out, behind an event of the task's own (a timer, a result) that came before that task.
+
+    The worker that rebuilt the task (the first one was killed) ran those events in one
+    activation and the update in the next, so the commands the events caused came first;
+    a replay runs the update with the events, before them (temporalio 1.35).
+    """
+    by_id = {int(event["eventId"]): event for event in events}
+    late = []
+    for event in events:
+        accepted = event.get(ACCEPTED)
+        if accepted is None:
+            continue
+        sequenced = int(accepted["acceptedRequestSequencingEventId"])
+        timed_out = by_id[sequenced - 1]["eventType"] == "EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT"
+        if timed_out and not by_id[sequenced - 3]["eventType"].startswith(
+            "EVENT_TYPE_WORKFLOW_TASK"
+        ):
+            late.append(int(event["eventId"]))
+    return late
+
+
+async def test_the_recorded_nondeterminism_is_an_update_after_a_timed_out_task() -> None:
+    """A 120-document task recorded under load (test_replay_under_load.py) when batches asked
+    for documents with an update. Its worker was killed while a timer had fired; two retried
+    batches asked again while the workflow task waited on the dead worker's queue. The new
+    worker wrote the checkpoint's search attributes and the next timer before it accepted the
+    updates; a replay accepts them first and cannot match the history. Batches now ask with a
+    signal, an event with its place in the history (PATCH_BATCHES_ASK_BY_SIGNAL)."""
+    history = load(LATE_UPDATE)
+    events = history.to_json_dict()["events"]
+    assert updates_after_a_timed_out_task(events) == [81, 83]
+    result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is not None
+    message = str(result.replay_failure)
+    assert "Update machine does not handle this event" in message
+    assert "HistoryEvent(id: 79, UpsertWorkflowSearchAttributes)" in message
+    # No committed history of the current code asks for documents with an update.
+    signalled = load(HISTORIES / "batches-ask-by-signal.json").to_json_dict()["events"]
+    assert not [event for event in signalled if ACCEPTED in event]

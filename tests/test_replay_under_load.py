@@ -74,8 +74,13 @@ def local_activity_markers(events: list[dict[str, Any]]) -> int:
     )
 
 
-async def replay_every_run(client: Client, workflow_ids: list[str], payloads: Path) -> int:
-    """Replay each run of each task; returns how many runs were replayed."""
+async def replay_every_run(
+    client: Client, workflow_ids: list[str], payloads: Path, kept: Path
+) -> int:
+    """Replay each run of each task; returns how many runs were replayed.
+
+    Every history is also written under ``kept``, so a failure can be studied after the run.
+    """
     replayer = Replayer(
         workflows=[DocumentTaskWorkflow],
         data_converter=data_converter(payloads, PAYLOAD_THRESHOLD),
@@ -84,6 +89,8 @@ async def replay_every_run(client: Client, workflow_ids: list[str], payloads: Pa
     for workflow_id in workflow_ids:
         for handle in await runs_of(client, workflow_id):
             history = await handle.fetch_history()
+            kept.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (test, small file)
+            (kept / f"{workflow_id}-{handle.run_id}.json").write_text(history.to_json())
             result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
             assert result.replay_failure is None, f"{workflow_id}: {result.replay_failure}"
             # The mirror never goes through a local activity: nothing can reorder on replay.
@@ -155,9 +162,10 @@ async def test_runs_under_load_with_queries_pauses_cancel_and_kills_replay(
     finally:
         querying.cancel()
 
-    assert not [e for e in query_errors if any(word in e for word in NONDETERMINISM)]
     ids = [handle.id for handle in handles]
-    replayed = await replay_every_run(client, ids, payload_dir)
+    # Replay first: a query that met a nondeterminism names no task, a failed replay does.
+    replayed = await replay_every_run(client, ids, payload_dir, tmp_path / "histories")
+    assert not [e for e in query_errors if any(word in e for word in NONDETERMINISM)]
     assert replayed > len(ids), "the rolling task never continued as new"
     for log in logs:
         text = log.read_text(errors="replace")

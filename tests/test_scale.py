@@ -15,7 +15,7 @@ from temporalio.worker import Worker
 
 from longtask.client import TaskClient
 from longtask.cost import TaskBudget
-from longtask.engine.names import TAKE_DOCUMENTS_UPDATE
+from longtask.engine.names import ASK_DOCUMENTS_SIGNAL
 from longtask.models import TaskResult
 from longtask.settings import Settings
 from longtask.states import TaskState
@@ -54,9 +54,8 @@ async def test_a_few_hundred_documents_fan_out_in_batches(
     takes = [
         e
         for e in history.events
-        if e.HasField("workflow_execution_update_accepted_event_attributes")
-        and e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
-        == TAKE_DOCUMENTS_UPDATE
+        if e.HasField("workflow_execution_signaled_event_attributes")
+        and e.workflow_execution_signaled_event_attributes.signal_name == ASK_DOCUMENTS_SIGNAL
     ]
     # A batch takes the next documents as its places free (up to its fair share of them), so
     # far fewer batches run than the documents fill at one batch each.

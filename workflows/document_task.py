@@ -23,11 +23,13 @@ from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from longtask.engine.names import (
+        ASK_DOCUMENTS_SIGNAL,
         CHECK_MODELS,
         DOCUMENT_TASK,
         INVALID_TASK_ID,
         LOAD_DOCUMENTS,
         LOAD_RESUME_STATE,
+        PATCH_BATCHES_ASK_BY_SIGNAL,
         PATCH_BATCHES_FAIL_BY_CALL_ATTEMPTS,
         PATCH_BATCHES_TAKE_DOCUMENTS,
         PATCH_CANCEL_WAITS_FOR_BATCHES,
@@ -43,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         STEPS_PROGRESS_SIGNAL,
         STOP_TASK_KINDS,
         TAKE_DOCUMENTS_UPDATE,
+        TAKEN_DOCUMENTS_QUERY,
     )
     from longtask.engine.task_engine import TaskEngine
     from longtask.models import (
@@ -120,6 +123,10 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
         # Documents not handed to a batch yet, and the running batches that take more.
         self._waiting: list[DocumentRef] = []
         self._out: dict[int, _BatchOut] = {}
+        # Batches ask by signal (PATCH_BATCHES_ASK_BY_SIGNAL); each batch's last answer, by
+        # the id of its ask, until the batch reads it with a query and asks again.
+        self._asks_by_signal = False
+        self._answers: dict[int, tuple[str, TakenDocuments]] = {}
         # Set when a failure dooms every document alike (a refused API key): stop at once.
         self._stop_reason: str | None = None
         # Set when the budget is reached: no new batch starts, those in flight finish.
@@ -313,6 +320,7 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
         """
         size = len(self._batches(documents)[0]) if documents else 1
         least = max(1, size // 4)
+        self._asks_by_signal = workflow.patched(PATCH_BATCHES_ASK_BY_SIGNAL)
         self._waiting = list(documents)
         running: list[asyncio.Task[None]] = []
 
@@ -356,6 +364,7 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
             await self._batch(number, out.documents, asyncio.Semaphore(1), out)
         finally:
             del self._out[number]
+            self._answers.pop(number, None)
             # Documents handed over and not ended (an answer to a take that never reached the
             # batch, or taken after the batch stopped) wait for another batch.
             back = [d for d in out.documents if d.index not in self._book.reports]
@@ -373,8 +382,29 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
             busy += min(out.places, left)
         return self._task.document_concurrency - busy
 
+    @workflow.signal(name=ASK_DOCUMENTS_SIGNAL)
+    def ask_documents(self, ask: TakeDocuments) -> None:
+        """A batch's ask (see ``take_documents``); it reads the answer with a query. An ask
+        signalled twice (its RPC retried) is answered once."""
+        last = self._answers.get(ask.batch)
+        if last is not None and last[0] == ask.ask_id:
+            return
+        self._answers[ask.batch] = (ask.ask_id, self._answer(ask))
+
+    @workflow.query(name=TAKEN_DOCUMENTS_QUERY)
+    def taken_documents(self, ask_id: str) -> TakenDocuments | None:
+        """The answer to a batch's ask, once its signal was handled; None before."""
+        for answered, answer in self._answers.values():
+            if answered == ask_id:
+                return answer
+        return None
+
     @workflow.update(name=TAKE_DOCUMENTS_UPDATE)
     def take_documents(self, ask: TakeDocuments) -> TakenDocuments:
+        """Tasks begun before PATCH_BATCHES_ASK_BY_SIGNAL: a batch's ask as an update."""
+        return self._answer(ask)
+
+    def _answer(self, ask: TakeDocuments) -> TakenDocuments:
         """Book the documents a running batch ended, then hand it ``want`` more from those
         waiting, unless the task is paused, stopping or handing over to a fresh run (then
         none, and the batch runs out); on a new attempt of the batch (``again``), those it
@@ -514,6 +544,7 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
                 places=out.places if out else None,
                 most=out.most if out else None,
                 compact_outcomes=out is not None and not self._book.inline,
+                asks_by_signal=out is not None and self._asks_by_signal,
             )
             # Room for every document the batch may take, each as long as its first ones.
             share = out.most / len(documents) if out else 1

@@ -23,8 +23,12 @@ STEPS_PROGRESS_SIGNAL = "steps_progress"
 STEP_PROGRESS_SIGNAL = "step_progress"
 # A long task's model or embedding call retries after a provider failure (not a lost worker).
 CALL_RETRYING_SIGNAL = "call_retrying"
-# A running batch of the document task asks its task for the next documents as places free.
+# A running batch of the document task asks its task for the next documents as places free:
+# a signal, then a query for the answer (an update, in tasks begun before
+# ``PATCH_BATCHES_ASK_BY_SIGNAL``).
 TAKE_DOCUMENTS_UPDATE = "take_documents"
+ASK_DOCUMENTS_SIGNAL = "ask_documents"
+TAKEN_DOCUMENTS_QUERY = "taken_documents"
 
 # Activities of every task.
 WRITE_CHECKPOINT = "write_checkpoint"
@@ -78,6 +82,13 @@ PATCH_SMALL_TASKS_FILL_BATCHES = "small-tasks-fill-batches"
 # A batch takes its next document from its task the moment one of its places frees (an update),
 # instead of the task starting a new batch once a signal said a document ended.
 PATCH_BATCHES_TAKE_DOCUMENTS = "batches-take-documents"
+# A batch asks for documents with a signal and reads the answer with a query, not an update.
+# An update's acceptance is a protocol message, not an event: a worker that rebuilds a task
+# after a timed-out workflow task can run it in a later activation than the events beside it,
+# while a replay runs it before them, so the commands around it come in another order and the
+# history stops replaying (recorded: "Update machine does not handle this event"). A signal is
+# an event with its own place in the history.
+PATCH_BATCHES_ASK_BY_SIGNAL = "batches-ask-by-signal"
 # Long tasks: checkpoints on the engine's cadence (each change, 10 steps, 30 s) with search
 # attributes, instead of one checkpoint per change and search attributes on transitions only.
 PATCH_LONG_TASK_CADENCE = "long-task-cadence"

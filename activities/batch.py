@@ -167,6 +167,9 @@ class _Taking:
         # Whether ended documents go to the task as they end (not once it did not answer).
         self.reporting = True
         self.handed: set[int] = set()
+        self._first = {document.index for document in request.documents}
+        # Documents an earlier attempt held, started before the task answers this one.
+        self.restored = 0
 
     def room(self) -> int:
         most = self.request.most or len(self.request.documents)
@@ -180,14 +183,26 @@ class _Taking:
         mine = {document.index for document in self.request.documents}
         return [outcome for index, outcome in pulse.outcomes.items() if index in mine]
 
-    def add(self, taken: TakenDocuments | None, pulse: ActivityPulse) -> None:
-        """Take the task's answer: documents to run, and those it has (dropped from the
-        heartbeat details, which then carry only what the task does not hold)."""
+    def restore(self, pulse: ActivityPulse) -> None:
+        """A new attempt: the documents the last one held, from its heartbeat details."""
+        held = pulse.held
+        self.handed |= set(held.ended)
+        self.restored = len(self._merge(held))
+
+    def add(self, taken: TakenDocuments | None, pulse: ActivityPulse) -> list[DocumentRef]:
+        """Take the task's answer: documents to run (returned: those new to the batch), and
+        those it has (dropped from the heartbeat details, which then carry only what the task
+        does not hold)."""
         if taken is None:
-            return  # no answer: what ended stays here, for the next ask or the result
+            return []  # no answer: what ended stays here, for the next ask or the result
         for index in taken.ended:
             self.handed.add(index)
             pulse.outcomes.pop(index, None)
+        new = self._merge(taken)
+        self._keep(pulse)
+        return new
+
+    def _merge(self, taken: TakenDocuments) -> list[DocumentRef]:
         known = {document.index for document in self.request.documents}
         new = [document for document in taken.documents if document.index not in known]
         self.request = self.request.model_copy(
@@ -196,6 +211,27 @@ class _Taking:
                 "done": {**self.request.done, **taken.done},
                 "partials": {**self.request.partials, **taken.partials},
             }
+        )
+        return new
+
+    def _keep(self, pulse: ActivityPulse) -> None:
+        """Heartbeat what the batch holds: documents it took that the task has not booked,
+        and which of its first ones the task has (a new attempt skips those)."""
+        held = [
+            document
+            for document in self.request.documents
+            if document.index not in self._first and document.index not in self.handed
+        ]
+        keys = {step_key(document.path, kind) for document in held for kind in StepKind}
+        pulse.keep_held(
+            TakenDocuments(
+                documents=held,
+                done={key: self.request.done[key] for key in keys & self.request.done.keys()},
+                partials={
+                    key: self.request.partials[key] for key in keys & self.request.partials.keys()
+                },
+                ended=sorted(self.handed & self._first),
+            )
         )
 
 
@@ -253,22 +289,16 @@ class DocumentBatches:
                 *(self._document(request, d, pulse) for d in request.documents),
                 return_exceptions=True,
             )
+        asking: asyncio.Task[TakenDocuments | None] | None = None
         if activity.info().attempt > 1:
-            # Documents this batch took in an earlier attempt and did not end are its own;
-            # those the task already has are not run again.
-            again = TakeDocuments(batch=request.batch, again=True, ended=taking.ended(pulse))
-            held = await pulse.take(again)
-            taking.add(held, pulse)
-            if held is not None:
-                activity.logger.info(
-                    "batch %d, attempt %d, took back %d document(s) it held",
-                    request.batch,
-                    activity.info().attempt,
-                    len(held.documents),
-                )
+            # Documents this batch took in an earlier attempt and did not end are its own:
+            # those its heartbeat details name start now; the task's answer adds any taken
+            # after the last heartbeat, and names those it already has.
+            taking.restore(pulse)
+            ask = TakeDocuments(batch=request.batch, again=True, ended=taking.ended(pulse))
+            asking = asyncio.create_task(pulse.take(ask))
         waiting = [d for d in taking.request.documents if not taking.finished(d.index, pulse)]
         running: set[asyncio.Task[None]] = set()
-        asking: asyncio.Task[TakenDocuments | None] | None = None
         ended: list[BaseException | None] = []
         try:
             while True:
@@ -298,14 +328,21 @@ class DocumentBatches:
                 if asking is not None and asking in done:
                     taken, asked = asking.result(), ask
                     asking = None
-                    taking.add(taken, pulse)
+                    new = taking.add(taken, pulse)
                     if taken is None:
                         # No answer: what ends from now on goes with the batch's result.
                         taking.more = taking.reporting = False
                     else:
-                        waiting.extend(taken.documents)
+                        waiting.extend(d for d in new if not taking.finished(d.index, pulse))
                         if asked.want > 0 and not taken.documents:
                             taking.more = False
+                    if asked.again:
+                        activity.logger.info(
+                            "batch %d, attempt %d, took back %d document(s) it held "
+                            "(%d from its heartbeat details, %d from its task)",
+                            request.batch, activity.info().attempt, taking.restored + len(new),
+                            taking.restored, len(new),
+                        )  # fmt: skip
                     if taken is not None and not taken.go:
                         # Paused or stopping: what is in reserve goes back unstarted.
                         taking.go = taking.more = False

@@ -66,6 +66,10 @@ class ActivityHeartbeat(BaseModel):
     steps: dict[str, StepHeartbeat] = Field(default_factory=dict)
     finished: dict[str, StepResult] = Field(default_factory=dict)
     outcomes: dict[int, DocumentOutcome] = Field(default_factory=dict)
+    # A batch that takes documents: those it took and its task has not booked as ended (with
+    # what an earlier run of the task finished of them), and which of its first documents the
+    # task has. A new attempt starts them at once, before its task answers it.
+    held: TakenDocuments = Field(default_factory=TakenDocuments)
 
 
 def restored_heartbeat() -> ActivityHeartbeat:
@@ -215,6 +219,8 @@ class ActivityPulse:
         self._restored_steps = restored.steps
         self.finished = restored.finished
         self.outcomes = restored.outcomes
+        self.held = restored.held
+        self._held_json: dict[str, Any] | None = None
         self._running: dict[str, StepReporter] = {}
         self._finished_json: dict[str, Any] = {}
         self._outcomes_json: dict[str, Any] = {}
@@ -294,6 +300,7 @@ class ActivityPulse:
             steps={slot: reporter.details() for slot, reporter in self._running.items()},
             finished=self.finished,
             outcomes=self.outcomes,
+            held=self.held,
         )
 
     def heartbeat(self) -> None:
@@ -306,7 +313,14 @@ class ActivityPulse:
         outcomes = self._dumped_once(self._outcomes_json, self.outcomes)
         steps = {slot: reporter.details().model_dump(mode="json")
                  for slot, reporter in self._running.items()}  # fmt: skip
-        return {"steps": steps, "finished": finished, "outcomes": outcomes}
+        if self._held_json is None:
+            self._held_json = self.held.model_dump(mode="json")
+        return {"steps": steps, "finished": finished, "outcomes": outcomes, "held": self._held_json}
+
+    def keep_held(self, held: TakenDocuments) -> None:
+        """What the batch holds now, for the next heartbeat (dumped once per change)."""
+        self.held = held
+        self._held_json = None
 
     @staticmethod
     def _dumped_once(

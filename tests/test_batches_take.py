@@ -28,6 +28,11 @@ DOCUMENTS = 24
 WINDOW: dict[str, Any] = {"document_concurrency": 4, "batch_documents": 2, "call_concurrency": 2}
 
 
+# The SDK sends a heartbeat at most every 0.8 heartbeat timeouts (2 s in tests): by then the
+# batch's details name the document it took.
+HEARTBEAT_SENT_SECONDS = 1.8
+
+
 def _json(payload: Any) -> Any:
     return json.loads(payload.data)
 
@@ -79,6 +84,7 @@ async def test_a_new_attempt_of_a_batch_takes_back_the_documents_it_had(
 
     # The batch that took a document is running it now: killed, it is lost mid-way.
     await _until_a_batch_took(handle)
+    await asyncio.sleep(HEARTBEAT_SENT_SECONDS)
     first.process.send_signal(signal.SIGKILL)
     assert first.process.wait(timeout=10) == -signal.SIGKILL
     second_log = tmp_path / "second.log"

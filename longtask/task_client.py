@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -14,8 +15,6 @@ from temporalio.client import (
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -33,10 +32,12 @@ from longtask.client_errors import (
     task_module_hint,
 )
 from longtask.connections import connect_redis, connect_temporal
-from longtask.engine.names import DOCUMENT_TASK
+from longtask.engine.names import DOCUMENT_TASK, STEER_SIGNAL, STEERED_QUERY
+from longtask.engine.steering import SteerAnswer, SteerRequest
 from longtask.models import TaskInput, TaskResult, TaskStatus
 from longtask.progress import ProgressRecord
 from longtask.settings import Settings, load_settings, redact_url
+from longtask.signal_answers import signal_then_read
 from longtask.task_by_name import (
     agent_outcome,
     resume_named_task,
@@ -322,7 +323,7 @@ class TaskClient:
             "with `make up`, or set LTM_REDIS_URL to where it runs"
         )
 
-    async def _update(self, task_id: str, name: str) -> str:
+    async def _update(self, task_id: str, name: Literal["pause", "resume"]) -> str:
         description = await self.describe(task_id)
         status = description.status or WorkflowExecutionStatus.RUNNING
         if status != WorkflowExecutionStatus.RUNNING:
@@ -331,19 +332,21 @@ class TaskClient:
                 + ("; `ltm resume` starts a new run of it" if name == "resume" else "")
             )
         await self.require_worker()
-        update = self.handle(task_id).execute_update(name, result_type=str)
+        # Asked by signal, answered through a query: an update sent while the task's workflow
+        # task timed out can leave a history that no longer replays (longtask/engine/steering.py).
+        request = SteerRequest(request_id=uuid.uuid4().hex, action=name)
         try:
-            return await asyncio.wait_for(update, UPDATE_WAIT.total_seconds())
-        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-            # A worker that died lately is still listed: the update waits for one that lives.
+            answer = await signal_then_read(
+                self.handle(task_id), STEER_SIGNAL, request, STEERED_QUERY, request.request_id,
+                SteerAnswer, UPDATE_WAIT.total_seconds(),
+            )  # fmt: skip
+        except TimeoutError:
+            # A worker that died lately is still listed: the request waits for one that lives.
             raise NoWorkerError(
                 f"no worker took the {name} of task {task_id} within "
                 f"{UPDATE_WAIT.total_seconds():.0f} s; it stays asked and happens once a worker "
                 f"runs the task; {no_worker_answered_hint(self.settings.task_queue)}"
             ) from None
-        except WorkflowUpdateFailedError as failure:
-            reason = getattr(failure.cause, "message", None) or str(failure.cause)
-            raise TaskRefusedError(f"task {task_id}: {reason}") from None
         except RPCError as error:
             if error.status == RPCStatusCode.NOT_FOUND:  # the run closed before taking it
                 raise TaskRefusedError(
@@ -357,3 +360,6 @@ class TaskClient:
                     + ("" if task_name == DOCUMENT_TASK else f"; {task_module_hint(task_name)}")
                 ) from None
             raise
+        if answer.refused:
+            raise TaskRefusedError(f"task {task_id}: {answer.refused}")
+        return answer.state

@@ -12,6 +12,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from longtask.client import SyncTaskClient, TaskClient
+from longtask.engine.names import STEER_SIGNAL
 from longtask.settings import Settings
 from longtask.states import TaskState
 from longtask.task_list import TaskFilter
@@ -73,6 +74,17 @@ async def test_pause_resume_and_cancel(
     assert await tasks.resume(task_id) == f"task {task_id} resumed"
     await tasks.cancel(task_id)
     assert await tasks.result(task_id) is None
+    # Both went as signals, each an event of the history; no update was accepted.
+    events = (await client.get_workflow_handle(task_id).fetch_history()).events
+    steered = [
+        e.workflow_execution_signaled_event_attributes.signal_name
+        for e in events
+        if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert steered.count(STEER_SIGNAL) == 2
+    assert not any(
+        event.HasField("workflow_execution_update_accepted_event_attributes") for event in events
+    )
 
 
 async def test_the_sync_client_does_the_same_without_asyncio(

@@ -25,6 +25,7 @@ from temporalio.client import (
 from temporalio.worker import Replayer
 
 from bench.harness import cpu_load
+from longtask.client import TaskClient
 from longtask.payload_store import data_converter
 from longtask.settings import Settings
 from longtask.states import TaskState
@@ -133,9 +134,11 @@ async def test_runs_under_load_with_queries_pauses_cancel_and_kills_replay(
     querying = asyncio.create_task(keep_querying(handles, query_errors))
     try:
         await wait_for_status(paused_task, lambda s: s.record.step >= 2, seconds=120)
-        assert await paused_task.execute_update("pause", result_type=str) == "paused"
+        # As `ltm pause` and `ltm resume` ask: a steer signal, its answer read by a query.
+        tasks = TaskClient(client, settings)
+        assert await tasks.pause(paused_task.id) == "paused"
         await asyncio.sleep(1.5)
-        assert await paused_task.execute_update("resume", result_type=str) == "running"
+        assert await tasks.resume(paused_task.id) == f"task {paused_task.id} resumed"
 
         await wait_for_status(cancelled_task, lambda s: s.record.step >= 4, seconds=120)
         await cancelled_task.cancel()

@@ -434,9 +434,17 @@ class DocumentTaskWorkflow(TaskEngine, LegacyDocumentTask):
             documents=given,
             done={k: earlier.results[k] for k in keys if k in earlier.results},
             partials={k: earlier.partials[k] for k in keys if k in earlier.partials},
-            ended=[d.index for d in out.documents if d.index in self._book.reports],
+            ended=self._ended_of(out, ask),
             go=go,
         )
+
+    def _ended_of(self, out: _BatchOut, ask: TakeDocuments) -> list[int]:
+        """Which documents the batch may stop carrying: on a new attempt every one of its own
+        the task has (it may not know), else those it just handed over. Not every ended one
+        on each answer: that list grows with the batch, and a batch asks once per document."""
+        if ask.again:
+            return [d.index for d in out.documents if d.index in self._book.reports]
+        return [o.index for o in ask.ended if o.index in self._book.reports]
 
     def _book_ended(self, out: _BatchOut, ended: list[DocumentOutcome]) -> None:
         """Book how documents of a running batch ended, each once (an answer the batch never

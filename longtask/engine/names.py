@@ -17,6 +17,9 @@ RESEARCH_TASK = "ResearchTask"
 STATUS_QUERY = "status"
 PAUSE_UPDATE = "pause"
 RESUME_UPDATE = "resume"
+# The same asked by signal, answered through a query (longtask/engine/steering.py).
+STEER_SIGNAL = "steer"
+STEERED_QUERY = "steered"
 # Progress of a running batch of the document task, and of one step (tasks begun before
 # batches sent one event per signal).
 STEPS_PROGRESS_SIGNAL = "steps_progress"

@@ -22,7 +22,14 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.checkpoint_sink import offer_checkpoint
     from longtask.checkpoints import MirrorWrite
-    from longtask.engine.names import PAUSE_UPDATE, RESUME_UPDATE, WRITE_CHECKPOINT
+    from longtask.engine.names import (
+        PAUSE_UPDATE,
+        RESUME_UPDATE,
+        STEER_SIGNAL,
+        STEERED_QUERY,
+        WRITE_CHECKPOINT,
+    )
+    from longtask.engine.steering import KEPT_STEER_ANSWERS, SteerAnswer, SteerRequest
     from longtask.progress import CheckpointCadence, ProgressRecord
     from longtask.search_attributes import TASK_COST, TASK_PROGRESS, TASK_STATE
     from longtask.states import TaskState, TaskStateMachine
@@ -83,6 +90,7 @@ class TaskEngine:
     _dirty = False
     _cadence: CheckpointCadence | None = None
     _pumps: tuple[asyncio.Task[None], ...] = ()
+    _steered: dict[str, SteerAnswer] | None = None
 
     # ----- what a subclass may refine
 
@@ -219,6 +227,9 @@ class TaskEngine:
 
     @workflow.update(name=PAUSE_UPDATE)
     def pause(self) -> str:
+        return self._pause()
+
+    def _pause(self) -> str:
         self._paused = True
         self._go(TaskState.PAUSED, "pause requested")
         return self._require_book().machine.state.value
@@ -231,6 +242,9 @@ class TaskEngine:
 
     @workflow.update(name=RESUME_UPDATE)
     def resume(self) -> str:
+        return self._resume()
+
+    def _resume(self) -> str:
         self._paused = False
         self._go(TaskState.RUNNING, "resume requested")
         book = self._require_book()
@@ -242,3 +256,29 @@ class TaskEngine:
         book = self._require_book()
         if book.machine.state is not TaskState.PAUSED:
             raise ApplicationError(f"a {book.machine.state} task is not paused")
+
+    @workflow.signal(name=STEER_SIGNAL)
+    def steer(self, request: SteerRequest) -> None:
+        """``pause`` or ``resume`` asked by signal: the same checks and the same effect as
+        the updates; the answer waits for the ``steered`` query. Never raises: a signal
+        handler that raises fails the task."""
+        answers = self._steered if self._steered is not None else {}
+        self._steered = answers
+        if request.request_id in answers:
+            return  # a signal the server got twice
+        try:
+            if request.action == "pause":
+                self._validate_pause()
+                answer = SteerAnswer(state=self._pause())
+            else:
+                self._validate_resume()
+                answer = SteerAnswer(state=self._resume())
+        except (ApplicationError, ValueError) as refusal:
+            answer = SteerAnswer(refused=getattr(refusal, "message", None) or str(refusal))
+        answers[request.request_id] = answer
+        while len(answers) > KEPT_STEER_ANSWERS:
+            del answers[next(iter(answers))]
+
+    @workflow.query(name=STEERED_QUERY)
+    def steered(self, request_id: str) -> SteerAnswer | None:
+        return (self._steered or {}).get(request_id)

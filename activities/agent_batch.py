@@ -134,6 +134,7 @@ class ModelBatches:
     async def _call(self, request: MapCallsRequest, item: int, beat: BatchHeartbeat) -> ModelAnswer:
         """One provider attempt of one call of the batch; its answer, or a ProviderFailure."""
         messages = request.conversations[item]
+        await beat.ledger.wait_its_turn(request.policy.rate_limit_max_wait_seconds)
         attempt = beat.ledger.attempt_of(item)
         limits = await self._limits(request, attempt)
         if self._limiter is not None:

@@ -6,7 +6,9 @@ count grows only with its own provider failures, never with a lost worker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from datetime import timedelta
 
 from pydantic import BaseModel, Field
@@ -40,6 +42,17 @@ class AttemptLedger(BaseModel):
     failures: dict[int, int] = Field(default_factory=dict)
     rate_limit_waits: dict[int, int] = Field(default_factory=dict)
     stats: CallStats = Field(default_factory=CallStats)
+    # Wall-clock time (epoch seconds) before which no call of the step starts again: its last
+    # failure's backoff or the provider's Retry-After. In the heartbeat details, so a worker
+    # that takes the step over (its first one died) waits it out too, instead of asking the
+    # provider sooner than it said.
+    not_before: float = 0.0
+
+    async def wait_its_turn(self, most_seconds: float) -> None:
+        """Sleep until ``not_before`` (at most ``most_seconds``, against skewed clocks)."""
+        wait = min(self.not_before - time.time(), most_seconds)
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     def attempt_of(self, item: int) -> int:
         """0-based provider attempt the next call of ``item`` makes."""
@@ -111,6 +124,7 @@ def step_failure(
             category=ApplicationErrorCategory.BENIGN,
         )
     wait = max(waits)
+    ledger.not_before = time.time() + wait
     for failure, used in counted:
         _log_line(failure, used, f"retry in {wait:g} s", secret)
     first, used = counted[0]

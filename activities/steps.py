@@ -191,6 +191,7 @@ class DocumentSteps:
         quota; waiting for the quota, or for a busy worker's event loop to catch up, is not
         part of the attempt's time.
         """
+        await reporter.ledger.wait_its_turn(request.policy.rate_limit_max_wait_seconds)
         if self._limiter is not None:
             tokens = estimate_request_tokens(asked)
             await self._limiter.acquire(request.model, request.task_id, tokens)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import httpx2 as httpx
@@ -141,3 +142,22 @@ def test_an_echoed_authorization_header_never_reaches_the_failure_text() -> None
     for text in (error.message, str(one)):
         assert "sk-live" not in text and "abcdefghijklmnop" not in text
         assert "Bearer ***" in text
+
+
+async def test_a_step_taken_over_waits_out_its_last_failures_wait() -> None:
+    """The ledger travels in the heartbeat details: a worker that takes the step over after
+    its first one died still waits what the provider asked before it calls again."""
+    ledger = AttemptLedger()
+    before = time.time()
+    error = step_failure([failure(0, status_error(429, {"retry-after-ms": "400"}))], ledger,
+                         POLICY, SECRET)  # fmt: skip
+    assert error.next_retry_delay == timedelta(seconds=0.4)
+    assert before + 0.4 <= ledger.not_before <= time.time() + 0.4
+    taken_over = AttemptLedger.model_validate(ledger.model_dump(mode="json"))
+    await taken_over.wait_its_turn(POLICY.rate_limit_max_wait_seconds)
+    assert time.time() >= taken_over.not_before
+    # Against a skewed clock the wait is bounded.
+    skewed = AttemptLedger(not_before=time.time() + 3600)
+    waited = time.monotonic()
+    await skewed.wait_its_turn(0.05)
+    assert time.monotonic() - waited < 1.0

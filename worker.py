@@ -204,20 +204,23 @@ async def serve(settings: Settings) -> None:
     llm = make_client(settings.llm_base_url, settings.llm_api_key.get_secret_value())
     pruning = asyncio.create_task(keep_pruning(settings, stop))
     async with contextlib.AsyncExitStack() as running:
-        if settings.workflow_thread:
+        runs: Runs = settings.worker_runs
+        if runs == "all" and settings.workflow_thread:
             # Workflows on a loop of their own (longtask/workflow_thread.py says why); they
             # stop after the activities, so a batch handing its steps over is still booked.
             workflows = functools.partial(build_worker, client, settings, llm, redis, "workflows")
             await running.enter_async_context(WorkflowThread(workflows))
-        runs: Runs = "activities" if settings.workflow_thread else "all"
+            runs = "activities"
+        # A process of workflows alone (LTM_WORKER_RUNS) keeps them on its only loop.
         await running.enter_async_context(build_worker(client, settings, llm, redis, runs))
         # The PID lets a user stop this worker, and only this one: `kill PID`.
         log.info(
-            "worker pid %d polling %r on %s (namespace %s)",
+            "worker pid %d polling %r on %s (namespace %s; runs %s)",
             os.getpid(),
             settings.task_queue,
             settings.temporal_address,
             settings.temporal_namespace,
+            settings.worker_runs,
         )
         await stop.wait()
         log.info(

@@ -107,10 +107,10 @@ class Workers:
         self.running: list[WorkerProcess] = []
         self._started = 0
 
-    def start(self) -> WorkerProcess:
+    def start(self, extra_env: dict[str, str] | None = None) -> WorkerProcess:
         self._started += 1
         log = self.settings.state_dir / "logs" / f"worker-{self._started}.log"
-        process = WorkerProcess(self.settings, log, extra_env=self._env)
+        process = WorkerProcess(self.settings, log, extra_env={**self._env, **(extra_env or {})})
         self.running.append(process)
         return process
 

@@ -217,15 +217,25 @@ def checkpoints_in(settings: Settings, prefix: str) -> dict[str, tuple[str, str]
 
 
 async def measure(
-    settings: Settings, folder: Path, documents: int, tasks: int, compact_documents: int
+    settings: Settings,
+    folder: Path,
+    documents: int,
+    tasks: int,
+    compact_documents: int,
+    split: bool = False,
 ) -> MirrorLagFigures:
     """The dense cadence (``tasks`` tasks of ``documents``, a checkpoint per finished
     document), then on the same stack the compact one (a task of ``compact_documents`` with the
-    default window: at most a checkpoint a second)."""
+    default window: at most a checkpoint a second). ``split``: a worker process runs the
+    workflows, another the activities (LTM_WORKER_RUNS), instead of one running both."""
     patterns = [checkpoint_key(f"{TASK_PREFIX}-*"), f"{PROBE_PREFIX}*"]
     url = redis_url_with_password(settings)
     with Workers(settings) as workers, KeyWatcher(url, patterns) as watcher:
-        workers.start()
+        if split:
+            workers.start({"LTM_WORKER_RUNS": "workflows"})
+            workers.start({"LTM_WORKER_RUNS": "activities"})
+        else:
+            workers.start()
         await workers.ready()
         figures = await cadence(settings, folder / "dense", documents, tasks, watcher, "dense")
         if compact_documents:
@@ -311,6 +321,11 @@ def parser() -> argparse.ArgumentParser:
         default=2000,
         help="documents of the large task of the compact cadence (0: dense cadence only)",
     )
+    root.add_argument(
+        "--split-workers",
+        action="store_true",
+        help="one worker process for the workflows, another for the activities",
+    )
     return root
 
 
@@ -328,7 +343,12 @@ def main(argv: list[str] | None = None) -> int:
             "mirror lag",
             settings,
             lambda: measure(
-                settings, Path(folder), args.documents, args.tasks, args.compact_documents
+                settings,
+                Path(folder),
+                args.documents,
+                args.tasks,
+                args.compact_documents,
+                args.split_workers,
             ),
         )
     if figures is None:

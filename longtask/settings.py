@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     # A worker runs its workflows on a thread with an event loop of their own, so its LLM
     # streams never hold a task's workflow tasks back (longtask/workflow_thread.py).
     workflow_thread: bool = True
+    # What this worker process runs: everything, or its workflows or its activities alone. A
+    # deployment may run them in separate processes: workflows then never share an
+    # interpreter with the LLM streams (checkpoints reach Redis sooner; docs/benchmarks.md).
+    worker_runs: Literal["all", "workflows", "activities"] = "all"
     # A provider call silent this long, before its first chunk or between two, is hung and cut:
     # one limit for every task type (unset: the per-task-type limits below and built in).
     stall_timeout_seconds: float | None = Field(None, gt=0, le=600)

@@ -6,6 +6,8 @@ from tests.bench_runs import run_bench
 
 
 def test_an_outside_reader_times_every_checkpoint() -> None:
+    # Workflows and activities in two worker processes (LTM_WORKER_RUNS): the split a
+    # deployment may choose runs a task end to end.
     figures, human = run_bench(
         "bench.mirror_lag",
         "--documents",
@@ -16,6 +18,7 @@ def test_an_outside_reader_times_every_checkpoint() -> None:
         "101",
         "--latency-ms",
         "0",
+        "--split-workers",
     )
     assert figures["tasks"] == 1
     assert figures["documents"] == figures["completed_documents"] == 4

@@ -111,6 +111,8 @@ class StepReporter:
         self.resumed_text = (previous.partial_text or "") if previous else ""
         # A new attempt after a provider failure is a retry; after a lost worker it is not.
         self.retrying = attempt > 1 and self.ledger.has_failures
+        # Whether a new attempt read the step's hold in Redis yet (activities/holds.py).
+        self.hold_read = False
         self._partial_prefix = ""
         self._partial: list[str] = []
         self.chunks = 0

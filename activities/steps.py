@@ -28,6 +28,7 @@ from activities.continuation import (
 )
 from activities.documents import pages_of
 from activities.errors import StreamBrokenError, advice_for, kind_of
+from activities.holds import held_until, hold_key, keep_hold
 from activities.latency import LatencyBook
 from activities.metrics import record_attempt, record_saved_tokens, record_step
 from activities.partials import PartialMirror
@@ -191,6 +192,12 @@ class DocumentSteps:
         quota; waiting for the quota, or for a busy worker's event loop to catch up, is not
         part of the attempt's time.
         """
+        if self._redis is not None and not reporter.hold_read and activity.info().attempt > 1:
+            # Taken over: the last attempt may have failed after its last heartbeat left.
+            reporter.hold_read = True
+            key = hold_key(request.task_id, request.document.index, reporter.kind.value)
+            held = await held_until(self._redis, key)
+            reporter.ledger.not_before = max(reporter.ledger.not_before, held)
         await reporter.ledger.wait_its_turn(request.policy.rate_limit_max_wait_seconds)
         if self._limiter is not None:
             tokens = estimate_request_tokens(asked)
@@ -265,6 +272,12 @@ class DocumentSteps:
                 # The provider asked to slow down: the activity's other steps hold back too.
                 pulse.halted = True
             error = step_failure(failures, reporter.ledger, request.policy, self._api_key)
+            # Its wait (``not_before``) is kept now, not with the next beat: a worker that
+            # dies meanwhile hands the step to one that would otherwise call at once.
+            if self._redis is not None and reporter.ledger.not_before > time.time():
+                key = hold_key(request.task_id, request.document.index, reporter.kind.value)
+                await keep_hold(self._redis, key, reporter.ledger.not_before)
+            pulse.heartbeat()
             raise _advised(error, failures, request.model, reporter.kind)
         if len(reporter.outputs) < total:
             why = "held back by a rate limit" if pulse.halted else ""

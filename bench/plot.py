@@ -41,15 +41,17 @@ GOALS = {
 }
 
 
-def goals_now(folder: Path) -> dict[str, float]:
+def goals_now(
+    folder: Path, crashes_file: str = "crashes.json", overhead_file: str = "overhead-1000.json"
+) -> dict[str, float]:
     """The figure of each goal measured now, from the scripts' saved JSON where present."""
     now: dict[str, float] = {}
-    crashes = folder / "crashes.json"
+    crashes = folder / crashes_file
     if crashes.is_file():
         figures = CrashFigures.model_validate_json(crashes.read_text())
         now["recovery p50 (s)"] = figures.recovery_seconds["median"]
         now["SIGTERM hand-over (s)"] = figures.handover_seconds["median"]
-    overhead = folder / "overhead-1000.json"
+    overhead = folder / overhead_file
     if overhead.is_file():
         runs = OverheadFigures.model_validate_json(overhead.read_text()).runs
         for run in runs:
@@ -146,8 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     root = argparse.ArgumentParser(prog="python -m bench.plot", description=__doc__.split("\n")[0])
     root.add_argument("folder", type=Path, help="where the scripts saved their --json figures")
     root.add_argument("--out", type=Path, help="the PNG to write (default: docs/benchmarks.png)")
+    root.add_argument(
+        "--crashes", default="crashes.json", help="bench.crashes figures in FOLDER to draw"
+    )
+    root.add_argument(
+        "--overhead", default="overhead-1000.json", help="bench.overhead figures in FOLDER"
+    )
     args = root.parse_args(argv)
-    source = args.folder / "crashes.json"
+    source = args.folder / args.crashes
     if not source.is_file():
         print(
             f"plot: {source} not found; run `python -m bench.crashes --json {source}`",
@@ -156,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     crashes = CrashFigures.model_validate_json(source.read_text())
     out = args.out or Path("docs") / "benchmarks.png"
-    draw(crashes, goals_now(args.folder), out)
+    draw(crashes, goals_now(args.folder, args.crashes, args.overhead), out)
     print(f"plot: wrote {out}")
     return 0
 

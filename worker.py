@@ -57,6 +57,8 @@ TEMPORAL_PATIENCE = timedelta(minutes=2)
 # A batch hands its steps over as soon as its worker begins to stop (activities/batch.py);
 # other activities (older runs' single steps, documents being found) get this long to finish.
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
+# A shutdown past this is stuck, not graceful (see ``_shut_down``).
+SHUTDOWN_LIMIT = GRACEFUL_SHUTDOWN + timedelta(seconds=5)
 # What one temporalio worker runs: everything, or the workflows or the activities alone.
 Runs = Literal["all", "workflows", "activities"]
 
@@ -190,6 +192,20 @@ async def connect_patiently(settings: Settings, stop: asyncio.Event) -> Client |
         wait = min(wait * 2, 5.0)
 
 
+async def _shut_down(running: contextlib.AsyncExitStack) -> None:
+    """Stop the workers, within SHUTDOWN_LIMIT. A worker told to stop the moment it began
+    polling can wait out a long poll the server has not answered yet (a minute, seen here):
+    nothing is running then, and the process leaves without it."""
+    try:
+        await asyncio.wait_for(running.aclose(), SHUTDOWN_LIMIT.total_seconds())
+    except TimeoutError:
+        log.warning(
+            "the workers did not stop within %s (a poll the server had not answered); "
+            "leaving without them",
+            SHUTDOWN_LIMIT,
+        )
+
+
 async def serve(settings: Settings) -> None:
     serve_metrics(settings.metrics_port)
     stop = asyncio.Event()
@@ -203,7 +219,8 @@ async def serve(settings: Settings) -> None:
     redis = connect_redis(settings)
     llm = make_client(settings.llm_base_url, settings.llm_api_key.get_secret_value())
     pruning = asyncio.create_task(keep_pruning(settings, stop))
-    async with contextlib.AsyncExitStack() as running:
+    running = contextlib.AsyncExitStack()
+    try:
         runs: Runs = settings.worker_runs
         if runs == "all" and settings.workflow_thread:
             # Workflows on a loop of their own (longtask/workflow_thread.py says why); they
@@ -227,6 +244,8 @@ async def serve(settings: Settings) -> None:
             "shutting down: batches hand their steps over now, other steps have %s",
             GRACEFUL_SHUTDOWN,
         )
+    finally:
+        await _shut_down(running)
     await pruning
     await redis.aclose()
     await llm.close()

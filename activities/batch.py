@@ -168,6 +168,9 @@ class _Taking:
         self.reporting = True
         self.handed: set[int] = set()
         self._first = {document.index for document in request.documents}
+        # Documents it took (not among its first) that the task has not booked as ended: what
+        # the heartbeat details carry, kept as answers come instead of found again each time.
+        self._held: dict[int, DocumentRef] = {}
         # Documents an earlier attempt held, started before the task answers this one.
         self.restored = 0
 
@@ -195,16 +198,20 @@ class _Taking:
         does not hold)."""
         if taken is None:
             return []  # no answer: what ended stays here, for the next ask or the result
+        new = self._merge(taken)
         for index in taken.ended:
             self.handed.add(index)
+            self._held.pop(index, None)
             pulse.outcomes.pop(index, None)
-        new = self._merge(taken)
         self._keep(pulse)
         return new
 
     def _merge(self, taken: TakenDocuments) -> list[DocumentRef]:
         known = {document.index for document in self.request.documents}
         new = [document for document in taken.documents if document.index not in known]
+        self._held |= {
+            d.index: d for d in new if d.index not in self._first and d.index not in self.handed
+        }
         self.request = self.request.model_copy(
             update={
                 "documents": [*self.request.documents, *new],
@@ -217,11 +224,7 @@ class _Taking:
     def _keep(self, pulse: ActivityPulse) -> None:
         """Heartbeat what the batch holds: documents it took that the task has not booked,
         and which of its first ones the task has (a new attempt skips those)."""
-        held = [
-            document
-            for document in self.request.documents
-            if document.index not in self._first and document.index not in self.handed
-        ]
+        held = list(self._held.values())
         keys = {step_key(document.path, kind) for document in held for kind in StepKind}
         pulse.keep_held(
             TakenDocuments(

@@ -242,7 +242,7 @@ class TaskClient:
 
     async def pause(self, task_id: str) -> str:
         """Start no new step of the task until it is resumed; its state after."""
-        return await self._update(task_id, "pause")
+        return await self._steer(task_id, "pause")
 
     async def resume(
         self,
@@ -259,7 +259,7 @@ class TaskClient:
         description = await self.describe(task_id)
         ended = description.status != WorkflowExecutionStatus.RUNNING
         if not ended and checkpoint_id is None:
-            await self._update(task_id, "resume")
+            await self._steer(task_id, "resume")
             return f"task {task_id} resumed"
         name = description.workflow_type
         redis = self.redis()
@@ -323,7 +323,7 @@ class TaskClient:
             "with `make up`, or set LTM_REDIS_URL to where it runs"
         )
 
-    async def _update(self, task_id: str, name: Literal["pause", "resume"]) -> str:
+    async def _steer(self, task_id: str, name: Literal["pause", "resume"]) -> str:
         description = await self.describe(task_id)
         status = description.status or WorkflowExecutionStatus.RUNNING
         if status != WorkflowExecutionStatus.RUNNING:

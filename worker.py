@@ -57,7 +57,7 @@ TEMPORAL_PATIENCE = timedelta(minutes=2)
 # A batch hands its steps over as soon as its worker begins to stop (activities/batch.py);
 # other activities (older runs' single steps, documents being found) get this long to finish.
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
-# A shutdown past this is stuck, not graceful (see ``_shut_down``).
+# A shutdown past this is stuck, not graceful (see ``shut_down``).
 SHUTDOWN_LIMIT = GRACEFUL_SHUTDOWN + timedelta(seconds=5)
 # What one temporalio worker runs: everything, or the workflows or the activities alone.
 Runs = Literal["all", "workflows", "activities"]
@@ -192,7 +192,7 @@ async def connect_patiently(settings: Settings, stop: asyncio.Event) -> Client |
         wait = min(wait * 2, 5.0)
 
 
-async def _shut_down(running: contextlib.AsyncExitStack) -> None:
+async def shut_down(running: contextlib.AsyncExitStack) -> None:
     """Stop the workers, within SHUTDOWN_LIMIT. A worker told to stop the moment it began
     polling can wait out a long poll the server has not answered yet (a minute, seen here):
     nothing is running then, and the process leaves without it."""
@@ -245,7 +245,7 @@ async def serve(settings: Settings) -> None:
             GRACEFUL_SHUTDOWN,
         )
     finally:
-        await _shut_down(running)
+        await shut_down(running)
     await pruning
     await redis.aclose()
     await llm.close()

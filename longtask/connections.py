@@ -15,6 +15,7 @@ from longtask.codec import payload_codec
 from longtask.payload_store import data_converter
 from longtask.redis_auth import embedded_password
 from longtask.settings import Settings, SettingsError
+from longtask.temporal_runtime import temporal_runtime
 from longtask.tracing import tracing_interceptors
 
 
@@ -68,6 +69,7 @@ async def connect_temporal(settings: Settings) -> Client:
         tls=target.tls,
         api_key=target.api_key,
         interceptors=tracing_interceptors(settings),
+        runtime=temporal_runtime(),
     )
 
 

@@ -3,6 +3,7 @@ and worker per test."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from longtask.settings import Settings
 from longtask.tooling.servers import LlmServer, RedisServer
 from longtask.tooling.stack import installed_tool, server_tuning
 from longtask.tooling.worker_process import WorkerProcess
-from worker import build_worker
+from worker import build_worker, shut_down
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -113,9 +114,15 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
 async def worker(client: Client, settings: Settings, redis: Redis) -> AsyncIterator[Worker]:
     llm_client = make_client(settings.llm_base_url, settings.llm_api_key.get_secret_value())
     running = build_worker(client, settings, llm_client, redis)
-    async with running:
+    # Stopped within the worker program's limit: a poll the server has not answered yet
+    # could otherwise hold the test's teardown for a minute.
+    stack = contextlib.AsyncExitStack()
+    await stack.enter_async_context(running)
+    try:
         yield running
-    await llm_client.close()
+    finally:
+        await shut_down(stack)
+        await llm_client.close()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import functools
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from longtask.task_by_name import parse_params
 from longtask.task_client import TaskClient
 from longtask.task_list import TaskFilter, parse_state
 from longtask.task_start import checked_budget, missing_paths, settings_budget, task_input
+from longtask.temporal_runtime import CORE_LOGGER
 from longtask.tooling.live_view import print_outcome, print_result, show_live
 
 # Exit codes: a bad input is the caller's to fix (2); anything else expected is 1.
@@ -39,6 +41,9 @@ FAILED_EXIT = 1
 
 
 def run_command(args: argparse.Namespace, prog: str) -> int:
+    # The core client's retry warnings (a query it retried while the task's worker was gone)
+    # would break the one line `ltm` prints on stderr; it says itself what went wrong.
+    logging.getLogger(CORE_LOGGER).setLevel(logging.ERROR)
     try:
         settings = load_settings()
         return asyncio.run(dispatch(args, settings, prog))

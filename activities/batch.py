@@ -164,6 +164,11 @@ class _Taking:
         self.more = request.places is not None
         # Whether documents held in reserve may start (not once the task said it is paused).
         self.go = True
+        # Whether the task answered this attempt: a new attempt starts at once only documents
+        # an earlier one had begun; the rest wait for the task's word (it may be paused now).
+        self.cleared = True
+        self.begun: set[int] = set()
+        self.early = 0  # documents started before the task answered
         # Whether ended documents go to the task as they end (not once it did not answer).
         self.reporting = True
         self.handed: set[int] = set()
@@ -191,6 +196,11 @@ class _Taking:
         held = pulse.held
         self.handed |= set(held.ended)
         self.restored = len(self._merge(held))
+        self.begun = pulse.begun_in_earlier_attempts()
+        self.cleared = False
+
+    def may_start(self, document: DocumentRef) -> bool:
+        return self.go and (self.cleared or document.index in self.begun)
 
     def add(self, taken: TakenDocuments | None, pulse: ActivityPulse) -> list[DocumentRef]:
         """Take the task's answer: documents to run (returned: those new to the batch), and
@@ -295,8 +305,9 @@ class DocumentBatches:
         asking: asyncio.Task[TakenDocuments | None] | None = None
         if activity.info().attempt > 1:
             # Documents this batch took in an earlier attempt and did not end are its own:
-            # those its heartbeat details name start now; the task's answer adds any taken
-            # after the last heartbeat, and names those it already has.
+            # those its heartbeat details name as begun start now, the others once the task
+            # says go; the task's answer adds any taken after the last heartbeat, and names
+            # those it already has.
             taking.restore(pulse)
             ask = TakeDocuments(batch=request.batch, again=True, ended=taking.ended(pulse))
             asking = asyncio.create_task(pulse.take(ask))
@@ -305,8 +316,13 @@ class DocumentBatches:
         ended: list[BaseException | None] = []
         try:
             while True:
-                while waiting and len(running) < request.places and taking.go:
-                    begun = self._document(taking.request, waiting.pop(0), pulse)
+                while len(running) < request.places:
+                    chosen = next((d for d in waiting if taking.may_start(d)), None)
+                    if chosen is None:
+                        break
+                    waiting.remove(chosen)
+                    taking.early += not taking.cleared
+                    begun = self._document(taking.request, chosen, pulse)
                     running.add(asyncio.create_task(begun))
                 # A few documents in reserve: a freed place starts the next one at once, not
                 # after the take's round trip.
@@ -332,6 +348,8 @@ class DocumentBatches:
                     taken, asked = asking.result(), ask
                     asking = None
                     new = taking.add(taken, pulse)
+                    # Answered or not (a task out of reach says nothing), the wait is over.
+                    taking.cleared = True
                     if taken is None:
                         # No answer: what ends from now on goes with the batch's result.
                         taking.more = taking.reporting = False
@@ -342,9 +360,10 @@ class DocumentBatches:
                     if asked.again:
                         activity.logger.info(
                             "batch %d, attempt %d, took back %d document(s) it held "
-                            "(%d from its heartbeat details, %d from its task)",
+                            "(%d from its heartbeat details, %d from its task); %d had begun "
+                            "a step and started at once",
                             request.batch, activity.info().attempt, taking.restored + len(new),
-                            taking.restored, len(new),
+                            taking.restored, len(new), taking.early,
                         )  # fmt: skip
                     if taken is not None and not taken.go:
                         # Paused or stopping: what is in reserve goes back unstarted.

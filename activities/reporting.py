@@ -269,6 +269,12 @@ class ActivityPulse:
         self._running.pop(reporter.slot, None)
         self.abandoned[reporter.slot] = result
 
+    def begun_in_earlier_attempts(self) -> set[int]:
+        """Documents of which an earlier attempt had begun a step (running or finished), by
+        its heartbeat details."""
+        running = {int(slot.split(":", 1)[0]) for slot in self._restored_steps}
+        return running | {result.document for result in self.finished.values()}
+
     def unfinished_steps(self) -> list[StepResult]:
         """Steps begun in this attempt or an earlier one and neither finished nor given up:
         no outputs, only what they paid (tokens, attempts)."""

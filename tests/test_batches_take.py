@@ -14,10 +14,12 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
+from activities.reporting import ActivityHeartbeat
 from longtask.engine.names import ASK_DOCUMENTS_SIGNAL, PROCESS_DOCUMENTS, TAKEN_DOCUMENTS_QUERY
-from longtask.models import TakenDocuments
+from longtask.models import DocumentRef, TakenDocuments
 from longtask.settings import Settings
 from longtask.states import TaskState
+from longtask.task_client import TaskClient
 from longtask.tooling.corpus import write_corpus
 from longtask.tooling.servers import LlmServer
 from longtask.tooling.worker_process import WorkerProcess
@@ -154,3 +156,66 @@ async def test_a_paused_task_hands_its_batches_no_documents(
     assert all(d.state is TaskState.COMPLETED for d in result.documents)
     assert llm.count("/chat/completions") > finished_while_paused
     assert llm.count("/chat/completions") + llm.count("/embeddings") == DOCUMENTS * 4
+
+
+async def _batches_heartbeats(handle: WorkflowHandle[Any, Any]) -> list[ActivityHeartbeat]:
+    """The heartbeat details of every batch the task runs now: what a new attempt restores."""
+    pending = (await handle.describe()).raw_description.pending_activities
+    return [
+        ActivityHeartbeat.model_validate(_json(activity.heartbeat_details.payloads[0]))
+        for activity in pending
+        if activity.activity_type.name == PROCESS_DOCUMENTS and activity.heartbeat_details.payloads
+    ]
+
+
+def _number(document: DocumentRef) -> int:
+    return int(Path(document.path).stem.split("-")[1])
+
+
+async def test_a_new_attempt_of_a_paused_task_starts_only_the_documents_it_had_begun(
+    client: Client,
+    settings: Settings,
+    llm: LlmServer,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    llm.add({"type": "delay", "seconds": 0.3, "times": None})
+    write_corpus(tmp_path / "docs", DOCUMENTS)
+    first = WorkerProcess(settings, tmp_path / "first.log")
+    workers.append(first)
+    _task, handle = await start(client, settings, [tmp_path / "docs"], **WINDOW)
+    await _until_a_batch_took(handle)
+    await asyncio.sleep(HEARTBEAT_SENT_SECONDS)
+    first.process.send_signal(signal.SIGKILL)
+    assert first.process.wait(timeout=10) == -signal.SIGKILL
+    # Calls answer at once from here: a begun document that ends frees its place before the
+    # task's answer comes, and a batch that did not wait for it would fill it from reserve.
+    llm.reset()
+
+    # What the batches held at the kill and had not begun: documents in reserve.
+    details = await _batches_heartbeats(handle)
+    begun = {result.document for d in details for result in d.finished.values()} | {
+        int(slot.split(":")[0]) for d in details for slot in d.steps
+    }
+    reserve = {_number(doc) for d in details for doc in d.held.documents if doc.index not in begun}
+    assert reserve, f"no batch held a document in reserve at the kill: {details}"
+
+    # Paused while no worker runs: the task takes the pause before the batches' new attempts
+    # ask for their documents back, so it tells them to start none they had not begun.
+    pausing = asyncio.create_task(TaskClient(client, settings).pause(handle.id))
+    second_log = tmp_path / "second.log"
+    workers.append(WorkerProcess(settings, second_log))
+    assert await pausing == "paused"
+    await wait_for_status(
+        handle, lambda s: s.record.metadata.get("documents_running") == 0, seconds=60
+    )
+    called_since = [json.dumps(r["body"]) for r in llm.requests()]
+    for number in reserve:
+        assert not any(f"Document {number}, page" in body for body in called_since), number
+    restarts = re.findall(r"attempt \d+, took back .*?; (\d+) had begun", second_log.read_text())
+    assert restarts, second_log.read_text()
+
+    assert await TaskClient(client, settings).resume(handle.id) == f"task {handle.id} resumed"
+    result = await handle.result()
+    assert result.state is TaskState.COMPLETED
+    assert all(d.state is TaskState.COMPLETED for d in result.documents)
